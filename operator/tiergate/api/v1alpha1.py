@@ -1,0 +1,539 @@
+"""The SenderTier API, version v1alpha1: the one source of truth for the CRD and the operator.
+
+The CRD in ``crds/sendertier.yaml`` is generated from these models (``tiergate crd``), so the schema
+the API server enforces and the models the operator parses cannot drift apart; a test regenerates it
+and compares. Field descriptions here are what ``kubectl explain`` prints.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tiergate.api.durations import DURATION_PATTERN
+
+GROUP = "tiergate.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "SenderTier"
+PLURAL = "sendertiers"
+SINGULAR = "sendertier"
+SHORT_NAMES = ["st"]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+Duration = Annotated[
+    str,
+    Field(
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        json_schema_extra={"x-tiergate-duration": True},
+    ),
+]
+
+
+class _Spec(BaseModel):
+    """Base for spec models: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class _Status(BaseModel):
+    """Base for status models: tolerant of fields written by newer operators."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class OnNoData(enum.StrEnum):
+    """What a Prometheus check concludes when its query returns no sample."""
+
+    INCONCLUSIVE = "Inconclusive"
+    PASS = "Pass"
+    FAIL = "Fail"
+
+
+class OnFailure(enum.StrEnum):
+    """What the operator does with a tier whose health gate fails."""
+
+    ROLLBACK = "Rollback"
+    PAUSE = "Pause"
+
+
+class Phase(enum.StrEnum):
+    """Where a tier is in its rollout; ``kubectl get st`` shows it."""
+
+    PENDING = "Pending"
+    WAITING = "Waiting"
+    PROGRESSING = "Progressing"
+    BAKING = "Baking"
+    SIGNED_OFF = "SignedOff"
+    HALTED = "Halted"
+    ROLLED_BACK = "RolledBack"
+
+
+class MinEvidence(_Spec):
+    """A guard that keeps a check from judging before the tier has done enough work."""
+
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description=(
+            "PromQL returning one number, e.g. the messages this tier attempted on the new "
+            "revision; `{tier}`, `{revision}`, `{fleet}`, `{namespace}` and `{trafficClass}` "
+            "are substituted."
+        ),
+    )
+    min: float = Field(
+        ge=0,
+        description="The check is inconclusive until the query returns at least this value.",
+    )
+
+
+class PrometheusCheck(_Spec):
+    """A PromQL query whose single value must stay within bounds."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.max) || has(self.min)",
+                    "message": "a prometheus check needs max, min or both",
+                },
+                {
+                    "rule": "!has(self.max) || !has(self.min) || self.min <= self.max",
+                    "message": "min must not be greater than max",
+                },
+            ]
+        }
+    )
+
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description=(
+            "PromQL returning one number (a scalar or a one-sample vector). `{tier}`, "
+            "`{revision}`, `{fleet}`, `{namespace}` and `{trafficClass}` are substituted."
+        ),
+    )
+    max: float | None = Field(default=None, description="Fail when the value is above this.")
+    min: float | None = Field(default=None, description="Fail when the value is below this.")
+    on_no_data: OnNoData = Field(
+        default=OnNoData.INCONCLUSIVE,
+        alias="onNoData",
+        description=(
+            "What an empty result means. Inconclusive (the default) never counts as a pass: "
+            "a tier whose metrics are missing is not signed off."
+        ),
+    )
+    min_evidence: MinEvidence | None = Field(
+        default=None,
+        alias="minEvidence",
+        description="Judge only after this much evidence exists; until then inconclusive.",
+    )
+
+
+class HttpCheck(_Spec):
+    """A deep HTTP probe of every pod of the tier, counted against a required ratio."""
+
+    port: int = Field(ge=1, le=65535, description="Container port to probe on each pod's IP.")
+    path: str = Field(
+        default="/readyz",
+        pattern=r"^/",
+        max_length=1024,
+        description="Path to GET; a 2xx answer is a pass for that pod.",
+    )
+    scheme: Literal["HTTP", "HTTPS"] = Field(default="HTTP", description="HTTP or HTTPS.")
+    timeout: Duration = Field(default="2s", description="Timeout of one probe request.")
+    min_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        alias="minRatio",
+        description="Share of the tier's pods that must answer 2xx for the check to pass.",
+    )
+
+
+class CompareCheck(_Spec):
+    """The new revision's error ratio, live, against the tiers still on the old revision."""
+
+    max_increase: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        alias="maxIncrease",
+        description=(
+            "Fail when the new revision's error ratio exceeds the baseline's by more than this "
+            "(absolute, 0.02 = two percentage points)."
+        ),
+    )
+    window: Duration = Field(default="2m", description="Rate window of both ratios.")
+    min_attempts: int = Field(
+        default=50,
+        ge=0,
+        alias="minAttempts",
+        description="Inconclusive until the new revision has attempted this many submits.",
+    )
+
+
+class DiscardBudgetCheck(_Spec):
+    """A blast-radius budget: halt once this rollout has discarded more than N messages."""
+
+    max: int = Field(
+        ge=0,
+        description="Most discards attributed to the new revision of this tier before halting.",
+    )
+
+
+class Check(_Spec):
+    """One check of the health stack; exactly one of its kinds is set."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": (
+                        "[has(self.prometheus), has(self.http), has(self.compare), "
+                        "has(self.discardBudget)].filter(x, x).size() == 1"
+                    ),
+                    "message": "set exactly one of prometheus, http, compare, discardBudget",
+                }
+            ]
+        }
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Name of the check, unique in the tier; shown in status and Events.",
+    )
+    prometheus: PrometheusCheck | None = Field(default=None, description="A PromQL threshold.")
+    http: HttpCheck | None = Field(default=None, description="A deep HTTP probe of each pod.")
+    compare: CompareCheck | None = Field(
+        default=None, description="The new revision against the tiers still on the old one."
+    )
+    discard_budget: DiscardBudgetCheck | None = Field(
+        default=None,
+        alias="discardBudget",
+        description="Halt when this rollout has discarded more messages than allowed.",
+    )
+
+
+class HealthGate(_Spec):
+    """How a tier's new revision is signed off before the next tier may move."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "duration(self.bake) >= duration(self.interval)",
+                    "message": "bake must be at least one interval",
+                    "fieldPath": ".bake",
+                },
+                {
+                    "rule": "self.checks.all(c, self.checks.exists_one(d, d.name == c.name))",
+                    "message": "check names must be unique",
+                    "fieldPath": ".checks",
+                },
+            ]
+        }
+    )
+
+    progress_deadline: Duration = Field(
+        default="300s",
+        alias="progressDeadline",
+        description="The new revision's pods must all be Ready within this time, or the tier halts.",
+    )
+    bake: Duration = Field(
+        default="120s",
+        description="Every check must keep passing for this long after the pods are Ready.",
+    )
+    interval: Duration = Field(default="10s", description="Time between two evaluations.")
+    failure_limit: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        alias="failureLimit",
+        description="Consecutive failing evaluations that halt the tier.",
+    )
+    inconclusive_limit: Duration | None = Field(
+        default=None,
+        alias="inconclusiveLimit",
+        description=(
+            "How long the stack may stay inconclusive (no data, Prometheus down) before the "
+            "tier halts; defaults to progressDeadline."
+        ),
+    )
+    checks: list[Check] = Field(
+        default_factory=list,
+        max_length=16,
+        description="The health stack: every check must pass for the whole bake.",
+    )
+
+
+class ReplaySpec(_Spec):
+    """What happens to the messages a halted revision discarded."""
+
+    auto: bool = Field(
+        default=False,
+        description=(
+            "Replay the discards of a halted revision automatically once this tier is healthy "
+            "again; the job is recorded in status."
+        ),
+    )
+
+
+class PodTemplate(BaseModel):
+    """A PodTemplateSpec for the sender workers, passed to the tier's Deployment as is."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="Labels and annotations of the worker pods (tiergate adds its own labels).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    spec: PodSpecShape = Field(description="The worker pods' spec, a core/v1 PodSpec.")
+
+
+class PodSpecShape(BaseModel):
+    """The part of a PodSpec the schema checks; the rest is kept as written."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    containers: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=16,
+        description="The worker containers (core/v1 Container); the first runs the sender worker.",
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+
+
+PodTemplate.model_rebuild()
+
+
+class SenderTierSpec(_Spec):
+    """The desired state of one tier of sender workers."""
+
+    fleet: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Tiers of one fleet roll out together, one order after another.",
+    )
+    order: int = Field(
+        ge=0,
+        le=1000,
+        description=(
+            "Position in the fleet: lower orders move first (put the least critical traffic "
+            "there); tiers with the same order move together."
+        ),
+    )
+    traffic_class: str = Field(
+        alias="trafficClass",
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="The queue partition this tier's workers serve, e.g. bulk or priority.",
+    )
+    replicas: int = Field(default=1, ge=0, le=1000, description="Number of worker pods.")
+    template: PodTemplate = Field(description="Pod template of the tier's sender workers.")
+    health_gate: HealthGate = Field(
+        default_factory=HealthGate,
+        alias="healthGate",
+        json_schema_extra={"default": {}},
+        description="The health stack and timings that sign a new revision off.",
+    )
+    on_failure: OnFailure = Field(
+        default=OnFailure.ROLLBACK,
+        alias="onFailure",
+        description=(
+            "Rollback returns the tier to its last signed-off template; Pause leaves it for a "
+            "person. Either way the tier is Halted and the fleet stops."
+        ),
+    )
+    replay: ReplaySpec = Field(
+        default_factory=ReplaySpec,
+        description="Replay of the messages a halted revision discarded.",
+        json_schema_extra={"default": {}},
+    )
+
+
+class Condition(_Status):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(description="Ready, Reconciling, Stalled, SignedOff or Halted.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="A CamelCase reason from tiergate's Reason list.")
+    message: str = Field(default="", description="A human sentence about the transition.")
+    observed_generation: int | None = Field(
+        default=None, alias="observedGeneration", description="The generation this was set for."
+    )
+    last_transition_time: datetime = Field(
+        alias="lastTransitionTime", description="When status last changed."
+    )
+
+
+class CheckStatus(_Status):
+    """The last evaluation of one check."""
+
+    name: str = Field(description="The check's name.")
+    result: Literal["Pass", "Fail", "Inconclusive"] | None = Field(
+        default=None, description="Result of the last evaluation."
+    )
+    value: float | None = Field(default=None, description="Last observed value.")
+    threshold: str | None = Field(default=None, description="The bound it was judged against.")
+    passes: int = Field(default=0, description="Evaluations passed during this revision.")
+    failures: int = Field(default=0, description="Evaluations failed during this revision.")
+    consecutive_failures: int = Field(
+        default=0, alias="consecutiveFailures", description="Failures since the last pass."
+    )
+    last_error: str | None = Field(
+        default=None,
+        alias="lastError",
+        description="Why the last evaluation failed or was inconclusive.",
+    )
+    last_evaluated: datetime | None = Field(
+        default=None, alias="lastEvaluated", description="When it was last evaluated."
+    )
+
+
+class HaltStatus(_Status):
+    """Why and when a tier was halted; the replay service targets the window it names."""
+
+    check: str = Field(description="The check that failed, or `progressDeadline`.")
+    query: str | None = Field(default=None, description="The query or probe it ran.")
+    value: float | None = Field(default=None, description="The value observed.")
+    threshold: str | None = Field(default=None, description="The bound it broke.")
+    revision: str = Field(description="The bad revision.")
+    message: str = Field(default="", description="A sentence for on-call.")
+    window_start: datetime = Field(
+        alias="windowStart", description="When the bad revision started running in this tier."
+    )
+    window_end: datetime | None = Field(
+        default=None, alias="windowEnd", description="When it stopped (rolled back), if it has."
+    )
+    at: datetime = Field(description="When the tier was halted.")
+
+
+class RolloutStatus(_Status):
+    """Timestamps of the current revision's rollout in this tier."""
+
+    revision: str = Field(description="The revision being rolled out.")
+    started_at: datetime | None = Field(
+        default=None, alias="startedAt", description="When the Deployment got this revision."
+    )
+    ready_at: datetime | None = Field(
+        default=None, alias="readyAt", description="When all its pods were Ready."
+    )
+    signed_off_at: datetime | None = Field(
+        default=None,
+        alias="signedOffAt",
+        description="When the bake ended with every check passing.",
+    )
+    promoted_by: str | None = Field(
+        default=None, alias="promotedBy", description="Who skipped the rest of the bake, if anyone."
+    )
+    first_inconclusive_at: datetime | None = Field(
+        default=None,
+        alias="firstInconclusiveAt",
+        description="Start of the current run of inconclusive evaluations.",
+    )
+    bake_since: datetime | None = Field(
+        default=None,
+        alias="bakeSince",
+        description="Start of the current unbroken run of passing evaluations.",
+    )
+    last_evaluated_at: datetime | None = Field(
+        default=None, alias="lastEvaluatedAt", description="When the stack was last evaluated."
+    )
+    consecutive_failures: int = Field(
+        default=0,
+        alias="consecutiveFailures",
+        description="Failing evaluations of the stack in a row.",
+    )
+
+
+class ReplayJobStatus(_Status):
+    """The replay job started for a halted revision's discards."""
+
+    id: str = Field(description="Replay job id in the replay service.")
+    state: str = Field(description="The job's state when last seen.")
+    created_at: datetime = Field(alias="createdAt", description="When the job was created.")
+
+
+class SenderTierStatus(_Status):
+    """What the operator observed and decided; the lasting record of a rollout."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        alias="observedGeneration",
+        description="The metadata.generation this status describes.",
+    )
+    phase: Phase | None = Field(default=None, description="Where the tier is in its rollout.")
+    message: str | None = Field(default=None, description="A human summary of the phase.")
+    revision: str | None = Field(
+        default=None, description="Hash of the spec's pod template: the revision asked for."
+    )
+    current_revision: str | None = Field(
+        default=None, alias="currentRevision", description="The revision the Deployment runs now."
+    )
+    signed_off_revision: str | None = Field(
+        default=None, alias="signedOffRevision", description="The last revision signed off."
+    )
+    waiting_for: str | None = Field(
+        default=None, alias="waitingFor", description="The lower-order tier this one waits for."
+    )
+    ready_replicas: int | None = Field(
+        default=None, alias="readyReplicas", description="Ready worker pods of the revision."
+    )
+    rollout: RolloutStatus | None = Field(default=None, description="The current rollout.")
+    checks: list[CheckStatus] = Field(default_factory=list, description="Last evaluation of each check.")
+    halt: HaltStatus | None = Field(default=None, description="Set while the tier is halted.")
+    replay_job: ReplayJobStatus | None = Field(
+        default=None, alias="replayJob", description="The automatic replay of a halt's discards."
+    )
+    handled_requests: dict[str, str] = Field(
+        default_factory=dict,
+        alias="handledRequests",
+        description=(
+            "The last retry, promote and abort request (annotation value) acted on, so each "
+            "request is acted on once."
+        ),
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Standard conditions: Ready, Reconciling, Stalled, ..."
+    )
+
+
+class ObjectMeta(_Status):
+    """The few metadata fields the operator reads."""
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    resource_version: str = Field(default="", alias="resourceVersion")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    creation_timestamp: datetime | None = Field(default=None, alias="creationTimestamp")
+    deletion_timestamp: datetime | None = Field(default=None, alias="deletionTimestamp")
+
+
+class SenderTier(BaseModel):
+    """A SenderTier object as the operator reads it."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    api_version: Literal["tiergate.io/v1alpha1"] = Field(default="tiergate.io/v1alpha1", alias="apiVersion")
+    kind: Literal["SenderTier"] = "SenderTier"
+    metadata: ObjectMeta
+    spec: SenderTierSpec
+    status: SenderTierStatus = Field(default_factory=SenderTierStatus)

@@ -1,0 +1,110 @@
+"""``tiergate operator run``: the SenderTier operator process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+from typing import Annotated
+
+import kopf
+import typer
+from prometheus_client import start_http_server
+
+from tiergate.clients.kube import Kube, load_config
+from tiergate.clients.lease import LeaderLease
+from tiergate.clients.prometheus import Prometheus
+from tiergate.controller import handlers as _handlers  # registers the handlers with Kopf
+from tiergate.controller.reconcile import Runtime
+
+app = typer.Typer(no_args_is_help=True)
+
+assert _handlers
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _run(
+    namespaces: list[str],
+    prometheus_url: str | None,
+    leader_election: bool,
+    lease_namespace: str,
+    lease_name: str,
+    liveness: str | None,
+) -> None:
+    api = load_config(os.environ.get("KUBECONFIG"))
+    runtime = Runtime(
+        kube=Kube(api),
+        prometheus=Prometheus(prometheus_url) if prometheus_url else None,
+    )
+    lease: LeaderLease | None = None
+    if leader_election:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        lease = LeaderLease(api, lease_namespace, lease_name, identity)
+        await lease.acquire()
+    operator = asyncio.create_task(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            memo=kopf.Memo(runtime=runtime),
+            liveness_endpoint=liveness,
+            standalone=True,
+        )
+    )
+    if lease is None:
+        await operator
+        return
+    keeper = asyncio.create_task(lease.keep())
+    done, _ = await asyncio.wait({operator, keeper}, return_when=asyncio.FIRST_COMPLETED)
+    if keeper in done:
+        operator.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await operator
+        raise SystemExit(3)
+    keeper.cancel()
+    await operator
+
+
+@app.command("run")
+def run(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch only these namespaces (default: all)."),
+    ] = None,
+    prometheus_url: Annotated[
+        str | None,
+        typer.Option(envvar="TIERGATE_PROMETHEUS_URL", help="Prometheus the health checks query."),
+    ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(envvar="TIERGATE_METRICS_PORT", help="Port of the operator's /metrics; 0 = off."),
+    ] = 8000,
+    metrics_host: Annotated[
+        str, typer.Option(envvar="TIERGATE_HTTP_HOST", help="Address /metrics listens on.")
+    ] = "0.0.0.0",
+    leader_election: Annotated[
+        bool, typer.Option(help="Act only while holding a Lease, so replicas never both act.")
+    ] = True,
+    lease_namespace: Annotated[
+        str, typer.Option(envvar="POD_NAMESPACE", help="Namespace of the leader Lease.")
+    ] = "default",
+    lease_name: Annotated[str, typer.Option(help="Name of the leader Lease.")] = "tiergate-operator",
+    liveness: Annotated[
+        str | None, typer.Option(help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(envvar="TIERGATE_LOG_LEVEL")] = "info",
+) -> None:
+    """Run the SenderTier operator until interrupted."""
+    _logging(log_level)
+    if metrics_port:
+        start_http_server(metrics_port, addr=metrics_host)
+    asyncio.run(_run(namespace or [], prometheus_url, leader_election, lease_namespace, lease_name, liveness))

@@ -1,0 +1,671 @@
+"""The tier state machine: from what the operator sees to what the tier's status and Deployment become.
+
+One pure function, :func:`decide`, takes a frozen :class:`Context` (the SenderTier, its fleet's
+other tiers, its Deployment, the on-call requests, the clock and, when due, the health stack's
+observations) and returns a frozen :class:`Decision`. The status it returns is the record of intent:
+the controller writes it *before* it touches the Deployment, so an operator killed between the two
+converges the Deployment from status when it comes back, and never re-applies a rolled-back
+revision.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import assert_never
+
+from tiergate.api.durations import parse_duration
+from tiergate.api.v1alpha1 import (
+    CheckStatus,
+    HaltStatus,
+    OnFailure,
+    Phase,
+    RolloutStatus,
+    SenderTier,
+    SenderTierStatus,
+)
+from tiergate.domain import conditions as cond
+from tiergate.domain.checks import Observation, Result, verdict
+from tiergate.domain.reasons import Reason
+
+TICK_SECONDS = 5.0
+HALTED_PHASES = (Phase.HALTED, Phase.ROLLED_BACK)
+
+
+class Source(enum.StrEnum):
+    """Which template the tier's Deployment should run."""
+
+    SPEC = "spec"
+    SIGNED_OFF = "signed-off"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """What the tier's Deployment looks like now."""
+
+    exists: bool = False
+    revision: str | None = None
+    replicas: int = 0
+    updated: int = 0
+    ready: int = 0
+    available: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+    applied: str | None = None
+
+    def rolled_out(self, revision: str, replicas: int) -> bool:
+        """True when every pod runs ``revision`` and is Ready and available."""
+        return (
+            self.exists
+            and self.revision == revision
+            and self.observed_generation >= self.generation
+            and self.replicas == replicas
+            and self.updated >= replicas
+            and self.ready >= replicas
+            and self.available >= replicas
+        )
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another tier of the same fleet, as the fleet index sees it."""
+
+    name: str
+    order: int
+    spec_revision: str
+    signed_off_revision: str | None
+    phase: Phase | None
+    paused: bool = False
+
+    @property
+    def halted(self) -> bool:
+        """True while this tier is halted or rolled back."""
+        return self.phase in HALTED_PHASES
+
+    @property
+    def settled(self) -> bool:
+        """True when this tier is signed off at its current spec."""
+        return self.signed_off_revision == self.spec_revision and not self.halted
+
+
+@dataclass(frozen=True)
+class Requests:
+    """On-call requests read from the SenderTier's annotations."""
+
+    paused: bool = False
+    retry: str | None = None
+    promote: str | None = None
+    abort: str | None = None
+
+
+@dataclass(frozen=True)
+class EventNote:
+    """An Event to post about this tier."""
+
+    reason: Reason
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class DeploymentIntent:
+    """The Deployment the tier should have."""
+
+    source: Source
+    revision: str | None
+    replicas: int
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything :func:`decide` may look at."""
+
+    tier: SenderTier
+    spec_revision: str
+    now: datetime
+    peers: tuple[Peer, ...] = ()
+    deployment: DeploymentView = field(default_factory=DeploymentView)
+    requests: Requests = field(default_factory=Requests)
+    observations: tuple[Observation, ...] | None = None
+
+    def with_status(self, status: SenderTierStatus) -> Context:
+        """The same context with the tier's status replaced."""
+        return replace(self, tier=self.tier.model_copy(update={"status": status}))
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """Why a tier may not start its new revision yet."""
+
+    why: str
+    tier: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the controller must do: write status, converge the Deployment, post Events."""
+
+    status: SenderTierStatus
+    deployment: DeploymentIntent
+    events: tuple[EventNote, ...] = ()
+    save_signed_off: bool = False
+    requeue_after: float = TICK_SECONDS
+
+
+def blocker(name: str, order: int, peers: Sequence[Peer], paused: bool) -> Blocker | None:
+    """Why this tier may not start a new revision now, or None when it may."""
+    if paused:
+        return Blocker("the fleet is paused at this tier")
+    for peer in sorted(peers, key=lambda p: (p.order, p.name)):
+        if peer.name == name or peer.order >= order:
+            continue
+        state = (
+            "is halted"
+            if peer.halted
+            else "is paused"
+            if peer.paused
+            else "is not signed off yet"
+            if not peer.settled
+            else None
+        )
+        if state is not None:
+            return Blocker(f"tier {peer.name} (order {peer.order}) {state}", peer.name)
+    return None
+
+
+def evaluation_due(ctx: Context) -> bool:
+    """True when the stack should be evaluated in this reconcile."""
+    status = ctx.tier.status
+    rollout = status.rollout
+    if status.phase is not Phase.BAKING or rollout is None or rollout.revision != ctx.spec_revision:
+        return False
+    if rollout.last_evaluated_at is None:
+        return True
+    interval = parse_duration(ctx.tier.spec.health_gate.interval)
+    return (ctx.now - rollout.last_evaluated_at).total_seconds() >= interval
+
+
+def decide(ctx: Context) -> Decision:
+    """Return the tier's next status, Deployment and Events; the one transition function."""
+    status = ctx.tier.status
+    phase = status.phase or Phase.PENDING
+    match phase:
+        case Phase.HALTED | Phase.ROLLED_BACK:
+            return _halted(ctx)
+        case Phase.PENDING | Phase.WAITING | Phase.SIGNED_OFF:
+            return _idle(ctx)
+        case Phase.PROGRESSING:
+            return _progressing(ctx)
+        case Phase.BAKING:
+            return _baking(ctx)
+        case _:
+            assert_never(phase)
+
+
+# The phases, one function each.
+
+
+def _idle(ctx: Context) -> Decision:
+    status = ctx.tier.status
+    spec = ctx.tier.spec
+    rev = ctx.spec_revision
+    if status.signed_off_revision == rev:
+        return _signed_off(ctx, status, events=())
+    why = blocker(ctx.tier.metadata.name, spec.order, ctx.peers, ctx.requests.paused)
+    if why is not None:
+        return _waiting(ctx, why)
+    return _start(ctx, Reason.ROLLOUT_STARTED, f"Rolling out revision {rev}")
+
+
+def _waiting(ctx: Context, why: Blocker) -> Decision:
+    status = ctx.tier.status
+    message = f"Waiting: {why.why}"
+    events: tuple[EventNote, ...] = ()
+    if status.phase is not Phase.WAITING or status.message != message:
+        events = (EventNote(Reason.TIER_WAITING, f"Revision {ctx.spec_revision} waits: {why.why}"),)
+    new = _base(ctx, Phase.WAITING, message).model_copy(
+        update={"waiting_for": why.tier, "rollout": None, "halt": None}
+    )
+    new = _conditions(ctx, new, ready=False, reason=Reason.TIER_WAITING, reconciling=True)
+    return Decision(status=new, deployment=_hold(ctx), events=events, requeue_after=TICK_SECONDS)
+
+
+def _start(ctx: Context, reason: Reason, message: str) -> Decision:
+    rev = ctx.spec_revision
+    rollout = RolloutStatus(revision=rev, startedAt=ctx.now)
+    checks = [CheckStatus(name=c.name) for c in ctx.tier.spec.health_gate.checks]
+    new = _base(ctx, Phase.PROGRESSING, f"Progressing: rolling out revision {rev}").model_copy(
+        update={
+            "rollout": rollout,
+            "checks": checks,
+            "halt": None,
+            "waiting_for": None,
+            "current_revision": rev,
+        }
+    )
+    new = _conditions(ctx, new, ready=False, reason=reason, reconciling=True)
+    return Decision(
+        status=new,
+        deployment=DeploymentIntent(Source.SPEC, rev, ctx.tier.spec.replicas),
+        events=(EventNote(reason, message),),
+        requeue_after=1.0,
+    )
+
+
+def _progressing(ctx: Context) -> Decision:
+    status = ctx.tier.status
+    rollout = status.rollout
+    rev = ctx.spec_revision
+    if rollout is None or rollout.revision != rev:
+        return _superseded(ctx)
+    if _new_request(ctx, "abort"):
+        return _fail(ctx, _aborted(ctx), handled="abort")
+    gate = ctx.tier.spec.health_gate
+    wanted = ctx.tier.spec.replicas
+    started = rollout.started_at or ctx.now
+    if ctx.deployment.rolled_out(rev, wanted):
+        rollout = rollout.model_copy(update={"ready_at": ctx.now, "bake_since": None})
+        new = _base(ctx, Phase.BAKING, f"Baking: revision {rev} Ready, checks running").model_copy(
+            update={"rollout": rollout}
+        )
+        new = _conditions(ctx, new, ready=False, reason=Reason.TIER_BAKING, reconciling=True)
+        return Decision(
+            status=new,
+            deployment=DeploymentIntent(Source.SPEC, rev, wanted),
+            events=(EventNote(Reason.TIER_BAKING, f"Revision {rev}: {wanted} pods Ready, baking"),),
+            requeue_after=0.0,
+        )
+    deadline = parse_duration(gate.progress_deadline)
+    elapsed = (ctx.now - started).total_seconds()
+    if elapsed > deadline:
+        ready = ctx.deployment.ready if ctx.deployment.revision == rev else 0
+        obs = Observation(
+            name="progressDeadline",
+            result=Result.FAIL,
+            value=float(ready),
+            threshold=f"{wanted} Ready within {gate.progress_deadline}",
+            error=f"{ready}/{wanted} pods Ready after {gate.progress_deadline}",
+        )
+        return _fail(ctx, obs, reason=Reason.PROGRESS_DEADLINE_EXCEEDED)
+    ready = ctx.deployment.ready if ctx.deployment.revision == rev else 0
+    new = _base(
+        ctx, Phase.PROGRESSING, f"Progressing: {ready}/{wanted} pods of revision {rev} Ready"
+    ).model_copy(update={"ready_replicas": ready})
+    new = _conditions(ctx, new, ready=False, reason=Reason.PODS_NOT_READY, reconciling=True)
+    return Decision(
+        status=new,
+        deployment=DeploymentIntent(Source.SPEC, rev, wanted),
+        requeue_after=min(TICK_SECONDS, max(deadline - elapsed, 0.0) + 0.05),
+    )
+
+
+def _baking(ctx: Context) -> Decision:
+    status = ctx.tier.status
+    rollout = status.rollout
+    rev = ctx.spec_revision
+    if rollout is None or rollout.revision != rev:
+        return _superseded(ctx)
+    if _new_request(ctx, "abort"):
+        return _fail(ctx, _aborted(ctx), handled="abort")
+    if _new_request(ctx, "promote"):
+        who = ctx.requests.promote or ""
+        promoted = rollout.model_copy(update={"promoted_by": who})
+        return _sign_off(
+            ctx,
+            status.model_copy(update={"rollout": promoted}),
+            EventNote(Reason.PROMOTED, f"Revision {rev} promoted by {who}; rest of bake skipped"),
+            handled="promote",
+        )
+    gate = ctx.tier.spec.health_gate
+    interval = parse_duration(gate.interval)
+    if ctx.observations is None:
+        wait = interval
+        if rollout.last_evaluated_at is not None:
+            wait = interval - (ctx.now - rollout.last_evaluated_at).total_seconds()
+        return Decision(
+            status=status,
+            deployment=DeploymentIntent(Source.SPEC, rev, ctx.tier.spec.replicas),
+            requeue_after=max(min(wait, TICK_SECONDS), 0.0),
+        )
+    return _judge(ctx, ctx.observations)
+
+
+def _judge(ctx: Context, observations: Sequence[Observation]) -> Decision:
+    status = ctx.tier.status
+    rollout = status.rollout
+    assert rollout is not None  # _baking checked it
+    gate = ctx.tier.spec.health_gate
+    rev = ctx.spec_revision
+    result = verdict(observations)
+    checks = _fold_checks(status.checks, observations, ctx.now)
+    events: list[EventNote] = []
+    for o in observations:
+        if o.result is Result.FAIL:
+            events.append(
+                EventNote(
+                    Reason.CHECK_FAILED,
+                    f"Check {o.name} failed on revision {rev}: {o.error or ''} "
+                    f"(value {_num(o.value)}, threshold {o.threshold or '-'})",
+                    warning=True,
+                )
+            )
+    update: dict[str, object] = {"last_evaluated_at": ctx.now}
+    match result:
+        case Result.PASS:
+            update |= {
+                "consecutive_failures": 0,
+                "first_inconclusive_at": None,
+                "bake_since": rollout.bake_since or ctx.now,
+            }
+        case Result.FAIL:
+            update |= {
+                "consecutive_failures": rollout.consecutive_failures + 1,
+                "first_inconclusive_at": None,
+                "bake_since": None,
+            }
+        case Result.INCONCLUSIVE:
+            update |= {
+                "first_inconclusive_at": rollout.first_inconclusive_at or ctx.now,
+                "bake_since": None,
+            }
+        case _:
+            assert_never(result)
+    rollout = rollout.model_copy(update=update)
+    status = status.model_copy(update={"rollout": rollout, "checks": checks})
+    interval = parse_duration(gate.interval)
+    if result is Result.FAIL and rollout.consecutive_failures >= gate.failure_limit:
+        worst = next(o for o in observations if o.result is Result.FAIL)
+        return _fail(ctx.with_status(status), worst, extra_events=tuple(events))
+    if result is Result.INCONCLUSIVE:
+        limit = parse_duration(gate.inconclusive_limit or gate.progress_deadline)
+        since = rollout.first_inconclusive_at or ctx.now
+        if (ctx.now - since).total_seconds() > limit:
+            worst = next(o for o in observations if o.result is Result.INCONCLUSIVE)
+            stuck = replace(
+                worst,
+                result=Result.FAIL,
+                error=f"inconclusive for longer than {gate.inconclusive_limit or gate.progress_deadline}: "
+                f"{worst.error or 'no data'}",
+            )
+            return _fail(ctx.with_status(status), stuck, extra_events=tuple(events))
+    bake = parse_duration(gate.bake)
+    if (
+        result is Result.PASS
+        and rollout.bake_since is not None
+        and (ctx.now - rollout.bake_since).total_seconds() >= bake
+        and not ctx.requests.paused
+    ):
+        return _sign_off(
+            ctx,
+            status,
+            EventNote(Reason.TIER_SIGNED_OFF, f"Revision {rev} signed off after a {gate.bake} bake"),
+        )
+    baked = 0.0 if rollout.bake_since is None else (ctx.now - rollout.bake_since).total_seconds()
+    message = {
+        Result.PASS: f"Baking: revision {rev}, {baked:.0f}s of {gate.bake} passing",
+        Result.FAIL: f"Baking: revision {rev}, {rollout.consecutive_failures}/{gate.failure_limit} "
+        "failing evaluations",
+        Result.INCONCLUSIVE: f"Baking: revision {rev}, checks inconclusive",
+    }[result]
+    if ctx.requests.paused and result is Result.PASS:
+        message += " (paused: will not sign off until resumed)"
+    new = status.model_copy(
+        update={
+            "phase": Phase.BAKING,
+            "message": message,
+            "observed_generation": ctx.tier.metadata.generation,
+            "revision": rev,
+        }
+    )
+    reason = {
+        Result.PASS: Reason.TIER_BAKING,
+        Result.FAIL: Reason.CHECK_FAILED,
+        Result.INCONCLUSIVE: Reason.CHECK_INCONCLUSIVE,
+    }[result]
+    new = _conditions(ctx, new, ready=False, reason=reason, reconciling=True)
+    return Decision(
+        status=new,
+        deployment=DeploymentIntent(Source.SPEC, rev, ctx.tier.spec.replicas),
+        events=tuple(events),
+        requeue_after=min(interval, TICK_SECONDS),
+    )
+
+
+def _sign_off(
+    ctx: Context, status: SenderTierStatus, note: EventNote, handled: str | None = None
+) -> Decision:
+    rev = ctx.spec_revision
+    rollout = (status.rollout or RolloutStatus(revision=rev)).model_copy(update={"signed_off_at": ctx.now})
+    signed = status.model_copy(update={"signed_off_revision": rev, "rollout": rollout, "halt": None})
+    if handled is not None:
+        signed = _mark_handled(ctx, signed, handled)
+    decision = _signed_off(ctx.with_status(signed), signed, events=(note,))
+    return replace(decision, save_signed_off=True)
+
+
+def _signed_off(ctx: Context, status: SenderTierStatus, events: tuple[EventNote, ...]) -> Decision:
+    rev = ctx.spec_revision
+    wanted = ctx.tier.spec.replicas
+    ready = ctx.deployment.rolled_out(rev, wanted)
+    message = (
+        f"Signed off: revision {rev}"
+        if ready
+        else f"Signed off: revision {rev}, {ctx.deployment.ready}/{wanted} pods Ready"
+    )
+    new = status.model_copy(
+        update={
+            "phase": Phase.SIGNED_OFF,
+            "message": message,
+            "revision": rev,
+            "current_revision": rev,
+            "observed_generation": ctx.tier.metadata.generation,
+            "waiting_for": None,
+            "ready_replicas": ctx.deployment.ready if ctx.deployment.revision == rev else 0,
+        }
+    )
+    new = _conditions(
+        ctx,
+        new,
+        ready=ready,
+        reason=Reason.AT_REVISION if ready else Reason.REPLICAS_NOT_READY,
+        reconciling=not ready,
+        signed_off=True,
+    )
+    return Decision(
+        status=new,
+        deployment=DeploymentIntent(Source.SPEC, rev, wanted),
+        events=events,
+        requeue_after=TICK_SECONDS,
+    )
+
+
+def _superseded(ctx: Context) -> Decision:
+    """The spec moved on while an older revision was rolling out: start over from the gate."""
+    status = ctx.tier.status.model_copy(update={"phase": Phase.WAITING, "rollout": None, "checks": []})
+    return _idle(ctx.with_status(status))
+
+
+def _halted(ctx: Context) -> Decision:
+    status = ctx.tier.status
+    halt = status.halt
+    rev = ctx.spec_revision
+    if halt is None or halt.revision != rev:
+        cleared = status.model_copy(update={"phase": Phase.WAITING, "halt": None, "rollout": None})
+        return _idle(ctx.with_status(cleared))
+    if _new_request(ctx, "retry"):
+        why = blocker(ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers, ctx.requests.paused)
+        if why is None:
+            retried = _mark_handled(ctx, status, "retry")
+            return _start(ctx.with_status(retried), Reason.RETRIED, f"Retrying revision {rev} on request")
+    intent = (
+        _hold(ctx)
+        if ctx.tier.spec.on_failure is OnFailure.ROLLBACK
+        else DeploymentIntent(Source.SPEC, rev, ctx.tier.spec.replicas)
+    )
+    new = status.model_copy(update={"observed_generation": ctx.tier.metadata.generation})
+    new = _conditions(ctx, new, ready=False, reason=_halt_reason(status), reconciling=False, halted=True)
+    return Decision(status=new, deployment=intent, requeue_after=TICK_SECONDS)
+
+
+def _fail(
+    ctx: Context,
+    obs: Observation,
+    reason: Reason = Reason.TIER_HALTED,
+    handled: str | None = None,
+    extra_events: tuple[EventNote, ...] = (),
+) -> Decision:
+    status = ctx.tier.status
+    rev = ctx.spec_revision
+    rollback = ctx.tier.spec.on_failure is OnFailure.ROLLBACK
+    started = status.rollout.started_at if status.rollout and status.rollout.started_at else ctx.now
+    sentence = (
+        f"Check {obs.name} failed on revision {rev}: {obs.error or 'failed'}"
+        f" (value {_num(obs.value)}, threshold {obs.threshold or '-'})"
+    )
+    halt = HaltStatus(
+        check=obs.name,
+        query=obs.query,
+        value=obs.value,
+        threshold=obs.threshold,
+        revision=rev,
+        message=sentence,
+        windowStart=started,
+        windowEnd=ctx.now if rollback else None,
+        at=ctx.now,
+    )
+    phase = Phase.ROLLED_BACK if rollback else Phase.HALTED
+    target = status.signed_off_revision
+    tail = (
+        f"; rolled back to {target}"
+        if rollback and target
+        else "; scaled to 0 (no signed-off revision)"
+        if rollback
+        else "; paused for a person"
+    )
+    new = status.model_copy(
+        update={
+            "phase": phase,
+            "halt": halt,
+            "message": f"Halted: {sentence}{tail}",
+            "revision": rev,
+            "observed_generation": ctx.tier.metadata.generation,
+            "current_revision": target if rollback else rev,
+        }
+    )
+    if handled is not None:
+        new = _mark_handled(ctx, new, handled)
+    hctx = ctx.with_status(new)
+    new = _conditions(hctx, new, ready=False, reason=reason, reconciling=False, halted=True)
+    events = [*extra_events, EventNote(Reason.TIER_HALTED, f"Halted: {sentence}", warning=True)]
+    if rollback:
+        events.append(
+            EventNote(
+                Reason.TIER_ROLLED_BACK,
+                f"Rolled back from {rev} to {target or 'nothing (scaled to 0)'}",
+                warning=True,
+            )
+        )
+    intent = _hold(hctx) if rollback else DeploymentIntent(Source.SPEC, rev, ctx.tier.spec.replicas)
+    return Decision(status=new, deployment=intent, events=tuple(events), requeue_after=TICK_SECONDS)
+
+
+# Helpers.
+
+
+def _hold(ctx: Context) -> DeploymentIntent:
+    """Keep the last signed-off template; with none, keep no pods."""
+    signed = ctx.tier.status.signed_off_revision
+    if signed is None:
+        return DeploymentIntent(Source.NONE, None, 0)
+    return DeploymentIntent(Source.SIGNED_OFF, signed, ctx.tier.spec.replicas)
+
+
+def _base(ctx: Context, phase: Phase, message: str) -> SenderTierStatus:
+    return ctx.tier.status.model_copy(
+        update={
+            "phase": phase,
+            "message": message,
+            "revision": ctx.spec_revision,
+            "observed_generation": ctx.tier.metadata.generation,
+        }
+    )
+
+
+def _conditions(
+    ctx: Context,
+    status: SenderTierStatus,
+    *,
+    ready: bool,
+    reason: Reason,
+    reconciling: bool,
+    signed_off: bool = False,
+    halted: bool = False,
+) -> SenderTierStatus:
+    gen = ctx.tier.metadata.generation
+    now = ctx.now
+    msg = status.message or ""
+    conds = tuple(status.conditions)
+    conds = cond.set_condition(conds, cond.READY, _tf(ready), reason, msg, gen, now)
+    conds = cond.set_condition(conds, cond.RECONCILING, _tf(reconciling), reason, msg, gen, now)
+    conds = cond.set_condition(conds, cond.STALLED, _tf(halted), reason, msg, gen, now)
+    conds = cond.set_condition(conds, cond.SIGNED_OFF, _tf(signed_off), reason, msg, gen, now)
+    conds = cond.set_condition(conds, cond.HALTED, _tf(halted), reason, msg, gen, now)
+    return status.model_copy(update={"conditions": list(conds)})
+
+
+def _tf(value: bool) -> cond.ConditionStatus:
+    return "True" if value else "False"
+
+
+def _fold_checks(
+    previous: Sequence[CheckStatus], observations: Sequence[Observation], now: datetime
+) -> list[CheckStatus]:
+    by_name = {c.name: c for c in previous}
+    out = []
+    for o in observations:
+        old = by_name.get(o.name, CheckStatus(name=o.name))
+        passed = o.result is Result.PASS
+        failed = o.result is Result.FAIL
+        out.append(
+            CheckStatus(
+                name=o.name,
+                result=o.result.value,
+                value=o.value,
+                threshold=o.threshold,
+                passes=old.passes + int(passed),
+                failures=old.failures + int(failed),
+                consecutiveFailures=old.consecutive_failures + 1 if failed else 0,
+                lastError=o.error,
+                lastEvaluated=now,
+            )
+        )
+    return out
+
+
+def _new_request(ctx: Context, kind: str) -> bool:
+    token = getattr(ctx.requests, kind)
+    return bool(token) and ctx.tier.status.handled_requests.get(kind) != token
+
+
+def _mark_handled(ctx: Context, status: SenderTierStatus, kind: str) -> SenderTierStatus:
+    token = getattr(ctx.requests, kind) or ""
+    return status.model_copy(update={"handled_requests": {**status.handled_requests, kind: token}})
+
+
+def _aborted(ctx: Context) -> Observation:
+    return Observation(
+        name="abort",
+        result=Result.FAIL,
+        error=f"aborted on request by {ctx.requests.abort}",
+    )
+
+
+def _halt_reason(status: SenderTierStatus) -> Reason:
+    return Reason.TIER_ROLLED_BACK if status.phase is Phase.ROLLED_BACK else Reason.TIER_HALTED
+
+
+def _num(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"

@@ -1,0 +1,209 @@
+"""The foundation against a real API server: Deployments per tier, Ready from real workers, schema
+validation, garbage collection, restarts, and least-privilege RBAC."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.plugins.operator import (
+    OPERATOR_NS,
+    OPERATOR_SA,
+    OperatorProcess,
+    create_tiers,
+    example_fleet,
+    get_tier,
+    kubectl,
+    patch_tier,
+    tier_ready,
+    wait_for,
+)
+from tiergate.domain.revision import revision_of
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+TIERS = ("bulk", "standard", "priority")
+
+
+def _deployment(kube_api: client.ApiClient, namespace: str, name: str) -> Any:
+    try:
+        return client.AppsV1Api(kube_api).read_namespaced_deployment(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _all_ready(kube_api: client.ApiClient, namespace: str) -> bool:
+    return all(tier_ready(kube_api, namespace, t) for t in TIERS)
+
+
+@pytest.mark.usefixtures("sender_env")
+def test_example_fleet_runs_real_workers_and_reports_ready(
+    kube_api: client.ApiClient, namespace: str, operator: OperatorProcess, kubeconfig_path: Path
+) -> None:
+    docs = example_fleet()
+    create_tiers(kube_api, namespace, docs)
+    wait_for(lambda: _all_ready(kube_api, namespace), timeout=180, what="every tier Ready")
+
+    core = client.CoreV1Api(kube_api)
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        rev = revision_of(doc["spec"]["template"])
+        dep = _deployment(kube_api, namespace, name)
+        assert dep is not None
+        owner = dep.metadata.owner_references[0]
+        assert (owner.kind, owner.name, owner.controller) == ("SenderTier", name, True)
+        labels = dep.spec.template.metadata.labels
+        assert labels["tiergate.io/revision"] == rev and labels["tiergate.io/fleet"] == "sms-senders"
+        container = dep.spec.template.spec.containers[0]
+        assert container.command == ["tiergate", "sender", "worker"]
+        env = {e.name: e.value for e in container.env}
+        assert env["TIERGATE_REVISION"] == rev and env["TIERGATE_TRAFFIC_CLASS"] == name
+        assert dep.spec.replicas == doc["spec"]["replicas"]
+        status = get_tier(kube_api, namespace, name)["status"]
+        assert status["revision"] == rev and status["phase"] == "SignedOff"
+        # The pods are Ready because a real worker process answers /readyz on the pod's IP.
+        pods = core.list_namespaced_pod(namespace, label_selector=f"tiergate.io/tier={name}").items
+        assert len(pods) == doc["spec"]["replicas"]
+        for pod in pods:
+            answer = httpx.get(f"http://{pod.status.pod_ip}:8080/readyz", timeout=5)
+            assert answer.status_code == 200, answer.text
+            metrics = httpx.get(f"http://{pod.status.pod_ip}:8080/metrics", timeout=5).text
+            assert f'revision="{rev}"' in metrics
+    # kstatus-style readiness is what `kubectl wait` understands.
+    done = kubectl(kubeconfig_path, "-n", namespace, "wait", "--for=condition=Ready", "sendertier/bulk", "--timeout=10s")
+    assert "condition met" in done.stdout
+    table = kubectl(kubeconfig_path, "-n", namespace, "get", "st").stdout
+    assert "SignedOff" in table and "sms-senders" in table
+
+
+INVALID: list[tuple[str, Any, str]] = [
+    ("missing fleet", lambda s: s.pop("fleet"), "spec.fleet"),
+    ("negative replicas", lambda s: s.update(replicas=-1), "spec.replicas"),
+    ("bake shorter than interval", lambda s: s["healthGate"].update(bake="5s", interval="10s"), "bake must be at least one interval"),
+    ("duplicate check names", lambda s: s["healthGate"].update(checks=[{"name": "a", "http": {"port": 80}}, {"name": "a", "http": {"port": 81}}]), "check names must be unique"),
+    ("unknown onFailure", lambda s: s.update(onFailure="Explode"), "spec.onFailure"),
+    ("bad duration", lambda s: s["healthGate"].update(bake="2 minutes"), "spec.healthGate.bake"),
+    ("negative order", lambda s: s.update(order=-3), "spec.order"),
+    ("fleet not a DNS label", lambda s: s.update(fleet="SMS_Senders"), "spec.fleet"),
+    ("check with two kinds", lambda s: s["healthGate"].update(checks=[{"name": "x", "http": {"port": 80}, "discardBudget": {"max": 1}}]), "set exactly one of"),
+    ("prometheus check without bounds", lambda s: s["healthGate"].update(checks=[{"name": "p", "prometheus": {"query": "up"}}]), "needs max, min or both"),
+    ("no containers", lambda s: s["template"]["spec"].update(containers=[]), "spec.template.spec.containers"),
+    ("failureLimit zero", lambda s: s["healthGate"].update(failureLimit=0), "spec.healthGate.failureLimit"),
+    ("http port out of range", lambda s: s["healthGate"].update(checks=[{"name": "h", "http": {"port": 70000}}]), "port"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "needle"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_sendertiers_are_refused_with_a_readable_message(
+    crd: None, kube_api: client.ApiClient, namespace: str, case: str, mutate: Any, needle: str
+) -> None:
+    doc = copy.deepcopy(example_fleet()[0])
+    mutate(doc["spec"])
+    with pytest.raises(ApiException) as refused:
+        create_tiers(kube_api, namespace, [doc])
+    assert refused.value.status == 422, refused.value.body
+    message = json.loads(refused.value.body)["message"]
+    assert needle in message, f"{case}: {message}"
+
+
+@pytest.mark.usefixtures("sender_env")
+def test_deleting_a_tier_garbage_collects_its_deployment_and_pods(
+    kube_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    doc = example_fleet()[0]
+    create_tiers(kube_api, namespace, [doc])
+    wait_for(lambda: tier_ready(kube_api, namespace, "bulk"), timeout=120, what="bulk Ready")
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        "tiergate.io", "v1alpha1", namespace, "sendertiers", "bulk"
+    )
+    wait_for(lambda: _deployment(kube_api, namespace, "bulk") is None, timeout=60, what="Deployment collected")
+    core = client.CoreV1Api(kube_api)
+    wait_for(
+        lambda: not core.list_namespaced_pod(namespace, label_selector="tiergate.io/tier=bulk").items,
+        timeout=60,
+        what="pods gone",
+    )
+
+
+@pytest.mark.usefixtures("sender_env")
+def test_restart_changes_nothing_right_and_catches_up_on_what_changed(
+    kube_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    create_tiers(kube_api, namespace, example_fleet())
+    wait_for(lambda: _all_ready(kube_api, namespace), timeout=180, what="every tier Ready")
+    before = {t: _deployment(kube_api, namespace, t).metadata.resource_version for t in TIERS}
+    status_before = {t: get_tier(kube_api, namespace, t)["status"] for t in TIERS}
+
+    operator.kill()
+    operator.start()
+    time.sleep(8)
+    after = {t: _deployment(kube_api, namespace, t).metadata.resource_version for t in TIERS}
+    assert after == before, "a restarted operator rewrote Deployments that were already right"
+    status_after = {t: get_tier(kube_api, namespace, t)["status"] for t in TIERS}
+    assert status_after == status_before, "a restarted operator rewrote status that was already right"
+
+    operator.kill()
+    patch_tier(kube_api, namespace, "priority", {"spec": {"replicas": 3}})
+    operator.start()
+    wait_for(
+        lambda: _deployment(kube_api, namespace, "priority").spec.replicas == 3
+        and tier_ready(kube_api, namespace, "priority"),
+        timeout=90,
+        what="the change made while the operator was down",
+    )
+
+
+def test_operator_account_can_do_what_it_needs_and_nothing_more(
+    kube_api: client.ApiClient, operator_kubeconfig: Path
+) -> None:
+    authz = client.AuthorizationV1Api(kube_api)
+    user = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
+
+    def can(verb: str, resource: str, group: str = "", ns: str | None = "default", sub: str | None = None) -> bool:
+        review = authz.create_subject_access_review(
+            {
+                "spec": {
+                    "user": user,
+                    "groups": ["system:serviceaccounts", f"system:serviceaccounts:{OPERATOR_NS}", "system:authenticated"],
+                    "resourceAttributes": {
+                        "verb": verb, "resource": resource, "group": group, "namespace": ns, "subresource": sub,
+                    },
+                }
+            }
+        )
+        return bool(review.status.allowed)
+
+    needed = [
+        ("watch", "sendertiers", "tiergate.io", "default", None),
+        ("patch", "sendertiers", "tiergate.io", "default", "status"),
+        ("create", "deployments", "apps", "default", None),
+        ("patch", "deployments", "apps", "default", None),
+        ("create", "controllerrevisions", "apps", "default", None),
+        ("list", "pods", "", "default", None),
+        ("create", "events", "", "default", None),
+        ("update", "leases", "coordination.k8s.io", OPERATOR_NS, None),
+    ]
+    forbidden = [
+        ("update", "sendertiers", "tiergate.io", "default", None),
+        ("delete", "sendertiers", "tiergate.io", "default", None),
+        ("delete", "deployments", "apps", "default", None),
+        ("get", "secrets", "", "default", None),
+        ("list", "secrets", "", None, None),
+        ("create", "pods", "", "default", None),
+        ("delete", "pods", "", "default", None),
+        ("update", "leases", "coordination.k8s.io", "default", None),
+        ("create", "clusterrolebindings", "rbac.authorization.k8s.io", None, None),
+        ("escalate", "clusterroles", "rbac.authorization.k8s.io", None, None),
+    ]
+    assert [n for n in needed if not can(n[0], n[1], n[2], n[3], n[4])] == []
+    assert [f for f in forbidden if can(f[0], f[1], f[2], f[3], f[4])] == []

@@ -1,0 +1,334 @@
+"""Fixtures for the operator's tests: the CRD, its RBAC, a test SMSC, and the operator as a process.
+
+The operator always runs as a separate ``tiergate operator run`` process authenticated as its own
+least-privilege service account, so every test also proves the RBAC is enough.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+ROOT = Path(__file__).resolve().parents[2]
+TIERGATE = str(Path(sys.executable).parent / "tiergate")
+OPERATOR_NS = "tiergate-system"
+OPERATOR_SA = "tiergate-operator"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kubectl_path() -> str:
+    """kubectl from the local control plane's cache, else from PATH."""
+    from tiergate.devcluster import build
+
+    cached = build.bin_dir() / "kubectl"
+    if cached.exists():
+        return str(cached)
+    found = shutil.which("kubectl")
+    if not found:
+        pytest.skip("kubectl is not available")
+    return found
+
+
+def kubectl(kubeconfig: Path, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against the test cluster."""
+    return subprocess.run(
+        [kubectl_path(), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        input=input_text,
+        timeout=120,
+    )
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
+    """Poll until ``check()`` returns something truthy; return it, or fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+@pytest.fixture(scope="session")
+def crd(kubeconfig_path: Path, kube_api: client.ApiClient) -> None:
+    """The SenderTier CRD installed and established."""
+    kubectl(kubeconfig_path, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "sendertier.yaml"))
+    kubectl(kubeconfig_path, "wait", "--for=condition=Established", "crd/sendertiers.tiergate.io", "--timeout=60s")
+    # Discovery caches in the API server take a moment after Established.
+    custom = client.CustomObjectsApi(kube_api)
+    wait_for(lambda: _listable(custom), what="SenderTier API served")
+
+
+def _listable(custom: client.CustomObjectsApi) -> bool:
+    try:
+        custom.list_cluster_custom_object("tiergate.io", "v1alpha1", "sendertiers")
+    except ApiException:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(
+    crd: None, kubeconfig_path: Path, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A kubeconfig that authenticates as the operator's service account (least privilege)."""
+    kubectl(kubeconfig_path, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "deploy" / "operator" / "rbac.yaml"))
+    core = client.CoreV1Api(kube_api)
+    wait_for(lambda: _sa_exists(core), what="operator service account")
+    token = core.create_namespaced_service_account_token(
+        OPERATOR_SA, OPERATOR_NS, {"spec": {"expirationSeconds": 7200}}
+    ).status.token
+    admin = yaml.safe_load(kubeconfig_path.read_text())
+    cluster_entry = admin["clusters"][0]["cluster"]
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster_entry}],
+        "users": [{"name": OPERATOR_SA, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": OPERATOR_SA}}],
+        "current-context": "operator",
+    }
+    if "certificate-authority" in cluster_entry:
+        ca = Path(cluster_entry["certificate-authority"])
+        cluster_entry = {**cluster_entry}
+        cluster_entry.pop("certificate-authority")
+        cluster_entry["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+        cfg["clusters"][0]["cluster"] = cluster_entry
+    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _sa_exists(core: client.CoreV1Api) -> bool:
+    try:
+        core.read_namespaced_service_account(OPERATOR_SA, OPERATOR_NS)
+    except ApiException:
+        return False
+    return True
+
+
+@dataclass
+class SmscProcess:
+    """The smpp34-backed test SMSC as a process, shared by the worker pods."""
+
+    port: int
+    stats_port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """The upstream URL the workers use."""
+        return f"smpp://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        """The SMSC's counters."""
+        data: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.stats_port}/stats", timeout=5).json()
+        return data
+
+
+@pytest.fixture(scope="session")
+def smsc_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmscProcess]:
+    """One test SMSC for the session."""
+    port, stats_port = free_port(), free_port()
+    log = (tmp_path_factory.mktemp("smsc") / "smsc.log").open("wb")
+    proc = subprocess.Popen(
+        [TIERGATE, "sender", "smsc", "--host", "127.0.0.1", "--port", str(port), "--stats-port", str(stats_port), "--receipts"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    smsc = SmscProcess(port, stats_port, proc)
+    wait_for(lambda: _answers(smsc), timeout=30, what="test SMSC")
+    yield smsc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _answers(smsc: SmscProcess) -> bool:
+    try:
+        smsc.stats()
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+@pytest.fixture
+def sender_env(namespace: str, kube_api: client.ApiClient, smsc_process: SmscProcess, tmp_path: Path) -> dict[str, str]:
+    """The ConfigMap and Secret the example fleet's workers read, pointing at local parts."""
+    core = client.CoreV1Api(kube_api)
+    store = f"sqlite:///{tmp_path / 'tiergate.db'}"
+    data = {"TIERGATE_STORE_URL": store, "TIERGATE_UPSTREAM_URL": smsc_process.url}
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "tiergate-sender"}, "data": data})
+    core.create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "tiergate-smpp"}, "stringData": {"system-id": "tiergate", "password": "secret12"}},
+    )
+    return data
+
+
+@dataclass
+class OperatorProcess:
+    """``tiergate operator run`` for one namespace, as its service account; restartable."""
+
+    kubeconfig: Path
+    namespace: str
+    log_path: Path
+    prometheus_url: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+
+    def start(self) -> OperatorProcess:
+        """Start the operator (again)."""
+        self.metrics_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["POD_NAMESPACE"] = OPERATOR_NS
+        args = [
+            TIERGATE, "operator", "run", "--namespace", self.namespace,
+            "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1",
+            "--lease-name", f"tiergate-{self.namespace}",
+            *self.extra_args,
+        ]
+        if self.prometheus_url:
+            args += ["--prometheus-url", self.prometheus_url]
+        out = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the harshest stop, mid-anything."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self) -> str:
+        """Everything the operator logged."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metrics(self) -> str:
+        """The operator's /metrics text."""
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+
+@pytest.fixture
+def operator_factory(
+    operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Make operator processes for the test's namespace; all are stopped at teardown."""
+    made: list[OperatorProcess] = []
+
+    def make(prometheus_url: str | None = None, extra_args: list[str] | None = None) -> OperatorProcess:
+        op = OperatorProcess(
+            operator_kubeconfig, namespace, tmp_path / f"operator-{len(made)}.log", prometheus_url, extra_args or []
+        )
+        made.append(op)
+        return op
+
+    yield make
+    for op in made:
+        op.stop()
+        sys.stderr.write(f"\n--- operator log {op.log_path} (tail) ---\n{op.logs()[-3000:]}\n")
+
+
+@pytest.fixture
+def operator(operator_factory: Callable[..., OperatorProcess]) -> OperatorProcess:
+    """A running operator for the test's namespace."""
+    return operator_factory().start()
+
+
+def example_fleet(checks: str = "http", gate: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The example fleet's SenderTiers, with quick gates for tests; ``checks`` keeps only some."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "examples" / "fleet" / "sendertiers.yaml").read_text()) if d]
+    for doc in docs:
+        hg = doc["spec"]["healthGate"]
+        hg.update(gate or {"progressDeadline": "60s", "bake": "2s", "interval": "1s", "failureLimit": 2})
+        if checks == "http":
+            hg["checks"] = [c for c in hg["checks"] if "http" in c]
+        elif checks == "none":
+            hg["checks"] = []
+    return docs
+
+
+def create_tiers(kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]]) -> None:
+    """Create SenderTiers in a namespace."""
+    custom = client.CustomObjectsApi(kube_api)
+    for doc in docs:
+        custom.create_namespaced_custom_object("tiergate.io", "v1alpha1", namespace, "sendertiers", doc)
+
+
+def get_tier(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """A SenderTier as the API server has it."""
+    obj: dict[str, Any] = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        "tiergate.io", "v1alpha1", namespace, "sendertiers", name
+    )
+    return obj
+
+
+def patch_tier(kube_api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch a SenderTier (as a user or GitOps would)."""
+    obj: dict[str, Any] = client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        "tiergate.io", "v1alpha1", namespace, "sendertiers", name, patch
+    )
+    return obj
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    """One condition of an object's status."""
+    for c in (obj.get("status") or {}).get("conditions", []):
+        if c["type"] == type_:
+            return dict(c)
+    return None
+
+
+def tier_ready(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """The tier if its Ready condition is True for its current generation, else None."""
+    obj = get_tier(kube_api, namespace, name)
+    ready = condition(obj, "Ready")
+    status = obj.get("status") or {}
+    if (
+        ready
+        and ready["status"] == "True"
+        and status.get("observedGeneration") == obj["metadata"]["generation"]
+    ):
+        return obj
+    return None

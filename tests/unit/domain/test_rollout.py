@@ -1,0 +1,295 @@
+"""The tier state machine, table-driven: every phase transition, with a fake clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tiergate.api.v1alpha1 import Phase, SenderTier, SenderTierStatus
+from tiergate.domain.checks import Observation, Result
+from tiergate.domain.revision import revision_of
+from tiergate.domain.rollout import (
+    Context,
+    Decision,
+    DeploymentView,
+    Peer,
+    Requests,
+    Source,
+    blocker,
+    decide,
+    evaluation_due,
+)
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+OLD = {"spec": {"containers": [{"name": "w", "image": "tiergate:1"}]}}
+NEW = {"spec": {"containers": [{"name": "w", "image": "tiergate:2"}]}}
+R_OLD, R_NEW = revision_of(OLD), revision_of(NEW)
+
+
+def tier(
+    template: dict[str, Any] = NEW,
+    status: dict[str, Any] | None = None,
+    on_failure: str = "Rollback",
+    order: int = 1,
+    gate: dict[str, Any] | None = None,
+) -> SenderTier:
+    return SenderTier.model_validate(
+        {
+            "metadata": {"name": "standard", "namespace": "ns", "generation": 2, "uid": "u"},
+            "spec": {
+                "fleet": "f",
+                "order": order,
+                "trafficClass": "standard",
+                "replicas": 2,
+                "template": template,
+                "onFailure": on_failure,
+                "healthGate": gate
+                or {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2},
+            },
+            "status": status or {},
+        }
+    )
+
+
+def ready(rev: str) -> DeploymentView:
+    return DeploymentView(
+        exists=True, revision=rev, replicas=2, updated=2, ready=2, available=2, generation=1,
+        observed_generation=1,
+    )
+
+
+def ctx(t: SenderTier, now: datetime = T0, **kw: Any) -> Context:
+    return Context(tier=t, spec_revision=revision_of(t.spec.template.model_dump(by_alias=True, exclude_unset=True)), now=now, **kw)
+
+
+def step(c: Context, **kw: Any) -> tuple[Context, Decision]:
+    """Decide, then feed the decided status back as the next context's status."""
+    d = decide(replace(c, **kw))
+    return c.with_status(d.status), d
+
+
+def passing() -> tuple[Observation, ...]:
+    return (Observation("pods-ready", Result.PASS, 2.0), Observation("error-rate", Result.PASS, 0.0))
+
+
+def failing() -> tuple[Observation, ...]:
+    return (
+        Observation("pods-ready", Result.PASS, 2.0),
+        Observation("error-rate", Result.FAIL, 0.4, "<= 0.05", "sum(rate(x))", "0.4 > 0.05"),
+    )
+
+
+def inconclusive() -> tuple[Observation, ...]:
+    return (Observation("pods-ready", Result.PASS, 2.0), Observation("error-rate", Result.INCONCLUSIVE, error="no data"))
+
+
+def signed(rev: str = R_OLD) -> dict[str, Any]:
+    return {"phase": "SignedOff", "revision": rev, "signedOffRevision": rev, "currentRevision": rev}
+
+
+LOWER_SETTLED = Peer("bulk", 0, R_NEW, R_NEW, Phase.SIGNED_OFF)
+LOWER_MOVING = Peer("bulk", 0, R_NEW, R_OLD, Phase.BAKING)
+LOWER_HALTED = Peer("bulk", 0, R_NEW, R_OLD, Phase.ROLLED_BACK)
+LOWER_PAUSED = Peer("bulk", 0, R_NEW, R_NEW, Phase.SIGNED_OFF, paused=True)
+SAME_ORDER_MOVING = Peer("standard-b", 1, R_NEW, R_OLD, Phase.PROGRESSING)
+HIGHER_MOVING = Peer("priority", 2, R_NEW, R_OLD, Phase.WAITING)
+
+
+@pytest.mark.parametrize(
+    ("peers", "paused", "blocked_by"),
+    [
+        ((), False, None),
+        ((LOWER_SETTLED,), False, None),
+        ((LOWER_MOVING,), False, "bulk"),
+        ((LOWER_HALTED,), False, "bulk"),
+        ((LOWER_PAUSED,), False, "bulk"),
+        ((SAME_ORDER_MOVING,), False, None),
+        ((HIGHER_MOVING,), False, None),
+        ((LOWER_SETTLED,), True, None),
+    ],
+    ids=["alone", "lower-settled", "lower-moving", "lower-halted", "lower-paused", "same-order",
+         "higher", "self-paused"],
+)
+def test_blocker(peers: tuple[Peer, ...], paused: bool, blocked_by: str | None) -> None:
+    b = blocker("standard", 1, peers, paused)
+    if blocked_by is None and not paused:
+        assert b is None
+    elif paused:
+        assert b is not None and "paused" in b.why
+    else:
+        assert b is not None and b.tier == blocked_by
+
+
+@pytest.mark.parametrize(
+    ("status", "peers", "phase", "source"),
+    [
+        ({}, (), Phase.PROGRESSING, Source.SPEC),
+        ({}, (LOWER_MOVING,), Phase.WAITING, Source.NONE),
+        (signed(), (LOWER_MOVING,), Phase.WAITING, Source.SIGNED_OFF),
+        (signed(), (LOWER_HALTED,), Phase.WAITING, Source.SIGNED_OFF),
+        (signed(), (LOWER_SETTLED,), Phase.PROGRESSING, Source.SPEC),
+        (signed(R_NEW), (LOWER_MOVING,), Phase.SIGNED_OFF, Source.SPEC),
+    ],
+    ids=["new-alone", "new-waits", "update-waits", "waits-on-halt", "update-starts", "at-signed-off"],
+)
+def test_idle_transitions(
+    status: dict[str, Any], peers: tuple[Peer, ...], phase: Phase, source: Source
+) -> None:
+    d = decide(ctx(tier(status=status), peers=peers))
+    assert d.status.phase is phase
+    assert d.deployment.source is source
+    if phase is Phase.WAITING:
+        assert d.status.waiting_for == "bulk"
+        assert d.events and d.events[0].reason.value == "TierWaiting"
+    if phase is Phase.PROGRESSING:
+        assert d.status.rollout is not None and d.status.rollout.started_at == T0
+        assert d.deployment.revision == R_NEW
+
+
+def test_good_revision_is_signed_off_after_the_whole_bake() -> None:
+    c = ctx(tier(status=signed()))
+    c, d = step(c)
+    assert d.status.phase is Phase.PROGRESSING
+    c, d = step(c, now=T0 + timedelta(seconds=5), deployment=ready(R_OLD))
+    assert d.status.phase is Phase.PROGRESSING, "old pods Ready is not the new revision Ready"
+    c, d = step(c, now=T0 + timedelta(seconds=8), deployment=ready(R_NEW))
+    assert d.status.phase is Phase.BAKING
+    assert evaluation_due(replace(c, now=T0 + timedelta(seconds=8)))
+    t = T0 + timedelta(seconds=8)
+    for i in range(3):
+        now = t + timedelta(seconds=10 * i)
+        c, d = step(c, now=now, deployment=ready(R_NEW), observations=passing())
+        assert d.status.phase is Phase.BAKING, f"signed off too early at evaluation {i}"
+        assert not evaluation_due(replace(c, now=now + timedelta(seconds=9)))
+    c, d = step(c, now=t + timedelta(seconds=30), deployment=ready(R_NEW), observations=passing())
+    assert d.status.phase is Phase.SIGNED_OFF
+    assert d.save_signed_off
+    assert d.status.signed_off_revision == R_NEW
+    assert [e.reason.value for e in d.events] == ["TierSignedOff"]
+    ready_cond = next(x for x in d.status.conditions if x.type == "Ready")
+    assert ready_cond.status == "True" and ready_cond.observed_generation == 2
+
+
+def test_a_failure_restarts_the_bake_and_the_limit_halts_with_rollback() -> None:
+    c = ctx(tier(status={**signed(), "phase": "Baking", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat(), "readyAt": T0.isoformat()}}))
+    c, d = step(c, deployment=ready(R_NEW), observations=passing())
+    assert d.status.rollout and d.status.rollout.bake_since == T0
+    c, d = step(c, now=T0 + timedelta(seconds=10), deployment=ready(R_NEW), observations=failing())
+    assert d.status.phase is Phase.BAKING
+    assert d.status.rollout and d.status.rollout.bake_since is None
+    assert [e.reason.value for e in d.events] == ["CheckFailed"]
+    c, d = step(c, now=T0 + timedelta(seconds=20), deployment=ready(R_NEW), observations=failing())
+    assert d.status.phase is Phase.ROLLED_BACK
+    assert d.deployment.source is Source.SIGNED_OFF and d.deployment.revision == R_OLD
+    halt = d.status.halt
+    assert halt is not None
+    assert (halt.check, halt.value, halt.threshold, halt.query) == ("error-rate", 0.4, "<= 0.05", "sum(rate(x))")
+    assert halt.revision == R_NEW and halt.window_start == T0 and halt.window_end == T0 + timedelta(seconds=20)
+    assert "error-rate" in (d.status.message or "") and "0.05" in (d.status.message or "")
+    assert {e.reason.value for e in d.events} >= {"TierHalted", "TierRolledBack"}
+    stalled = next(x for x in d.status.conditions if x.type == "Stalled")
+    assert stalled.status == "True"
+
+
+def test_pause_on_failure_keeps_the_bad_revision_for_a_person() -> None:
+    c = ctx(tier(status={**signed(), "phase": "Progressing", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat()}}, on_failure="Pause"))
+    _, d = step(c, now=T0 + timedelta(seconds=61), deployment=replace(ready(R_NEW), ready=1, available=1))
+    assert d.status.phase is Phase.HALTED
+    assert d.deployment.source is Source.SPEC and d.deployment.revision == R_NEW
+    assert d.status.halt and d.status.halt.check == "progressDeadline" and d.status.halt.window_end is None
+
+
+@pytest.mark.parametrize(("signed_off", "source"), [(R_OLD, Source.SIGNED_OFF), (None, Source.NONE)])
+def test_progress_deadline_rolls_back(signed_off: str | None, source: Source) -> None:
+    status = {"phase": "Progressing", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat()}}
+    if signed_off:
+        status["signedOffRevision"] = signed_off
+    c = ctx(tier(status=status))
+    _, d = step(c, now=T0 + timedelta(seconds=59), deployment=replace(ready(R_NEW), ready=0))
+    assert d.status.phase is Phase.PROGRESSING
+    assert d.requeue_after <= 1.1
+    _, d = step(c, now=T0 + timedelta(seconds=61), deployment=replace(ready(R_NEW), ready=0))
+    assert d.status.phase is Phase.ROLLED_BACK
+    assert d.deployment.source is source
+    assert d.status.halt and d.status.halt.check == "progressDeadline" and d.status.halt.value == 0
+
+
+def test_inconclusive_never_signs_off_and_halts_past_its_limit() -> None:
+    gate = {"progressDeadline": "60s", "bake": "10s", "interval": "10s", "inconclusiveLimit": "30s"}
+    c = ctx(tier(status={**signed(), "phase": "Baking", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat()}}, gate=gate))
+    for i in range(4):
+        c, d = step(c, now=T0 + timedelta(seconds=10 * i), deployment=ready(R_NEW), observations=inconclusive())
+        assert d.status.phase is Phase.BAKING
+    c, d = step(c, now=T0 + timedelta(seconds=40), deployment=ready(R_NEW), observations=inconclusive())
+    assert d.status.phase is Phase.ROLLED_BACK
+    assert d.status.halt and "inconclusive" in d.status.halt.message
+
+
+def test_promote_signs_off_once_and_records_who() -> None:
+    baking = {**signed(), "phase": "Baking", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat()}}
+    c = ctx(tier(status=baking), deployment=ready(R_NEW), requests=Requests(promote="alice@t1"))
+    c, d = step(c)
+    assert d.status.phase is Phase.SIGNED_OFF and d.save_signed_off
+    assert d.status.rollout and d.status.rollout.promoted_by == "alice@t1"
+    assert d.status.handled_requests["promote"] == "alice@t1"
+
+
+def test_abort_rolls_back_now() -> None:
+    baking = {**signed(), "phase": "Baking", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat()}}
+    c = ctx(tier(status=baking), deployment=ready(R_NEW), requests=Requests(abort="bob@t2"))
+    _, d = step(c)
+    assert d.status.phase is Phase.ROLLED_BACK and d.status.halt and d.status.halt.check == "abort"
+    assert d.status.handled_requests["abort"] == "bob@t2"
+
+
+def test_halted_stays_until_retry_or_new_revision() -> None:
+    halted = {
+        **signed(),
+        "phase": "RolledBack",
+        "halt": {"check": "error-rate", "revision": R_NEW, "windowStart": T0.isoformat(), "at": T0.isoformat()},
+    }
+    c = ctx(tier(status=halted))
+    _, d = step(c, now=T0 + timedelta(hours=1))
+    assert d.status.phase is Phase.ROLLED_BACK and d.deployment.source is Source.SIGNED_OFF
+    _, d = step(c, requests=Requests(retry="carol@t3"))
+    assert d.status.phase is Phase.PROGRESSING and d.status.halt is None
+    assert d.status.handled_requests["retry"] == "carol@t3"
+    handled = c.with_status(c.tier.status.model_copy(update={"handled_requests": {"retry": "carol@t3"}}))
+    _, d = step(handled, requests=Requests(retry="carol@t3"))
+    assert d.status.phase is Phase.ROLLED_BACK, "the same retry request is acted on once"
+    fixed = ctx(tier(template={"spec": {"containers": [{"name": "w", "image": "tiergate:3"}]}}, status=halted))
+    _, d = step(fixed)
+    assert d.status.phase is Phase.PROGRESSING and d.status.halt is None
+
+
+def test_spec_change_mid_rollout_supersedes_the_old_revision() -> None:
+    progressing = {**signed(), "phase": "Progressing", "rollout": {"revision": "aaaaaaaaaa", "startedAt": T0.isoformat()}}
+    _, d = step(ctx(tier(status=progressing)), now=T0 + timedelta(seconds=1))
+    assert d.status.phase is Phase.PROGRESSING
+    assert d.status.rollout and d.status.rollout.revision == R_NEW
+    assert d.status.rollout.started_at == T0 + timedelta(seconds=1)
+    _, d = step(ctx(tier(status=progressing)), peers=(LOWER_MOVING,))
+    assert d.status.phase is Phase.WAITING and d.deployment.source is Source.SIGNED_OFF
+
+
+def test_paused_tier_keeps_baking_but_does_not_sign_off() -> None:
+    baking = {**signed(), "phase": "Baking", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat(), "bakeSince": T0.isoformat()}}
+    c = ctx(tier(status=baking), deployment=ready(R_NEW), requests=Requests(paused=True))
+    _, d = step(c, now=T0 + timedelta(minutes=5), observations=passing())
+    assert d.status.phase is Phase.BAKING and "paused" in (d.status.message or "")
+    _, d = step(c, now=T0 + timedelta(minutes=5), observations=failing(), requests=Requests(paused=True))
+    assert d.status.rollout and d.status.rollout.consecutive_failures == 1, "safety is never paused"
+
+
+def test_ready_condition_transition_time_moves_only_on_change() -> None:
+    c = ctx(tier(status=signed(R_NEW)), deployment=ready(R_NEW))
+    c, d1 = step(c)
+    c, d2 = step(c, now=T0 + timedelta(minutes=1))
+    r1 = next(x for x in d1.status.conditions if x.type == "Ready")
+    r2 = next(x for x in d2.status.conditions if x.type == "Ready")
+    assert r1.status == r2.status == "True"
+    assert r2.last_transition_time == r1.last_transition_time == T0
+    assert isinstance(d2.status, SenderTierStatus)
