@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.plugins.cluster",
     "tests.plugins.operator",
     "tests.plugins.postgres",
+    "tests.plugins.prometheus",
     "tests.plugins.smsc",
 ]

@@ -10,6 +10,7 @@ import typer
 import yaml
 
 from tiergate.api.crd import custom_resource_definition
+from tiergate.controller import oncall
 from tiergate.controller.cli import app as operator_app
 from tiergate.devcluster.cli import app as dev_app
 from tiergate.sender.cli import app as sender_app
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(operator_app, name="operator", help="Run the SenderTier operator.")
 app.add_typer(sender_app, name="sender", help="Run the sender ingest API or a tier's workers.")
 app.add_typer(dev_app, name="dev", help="A real local Kubernetes control plane for tests and demos.")
+oncall.register(app)
 
 
 CRD_HEADER = (

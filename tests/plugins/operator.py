@@ -51,16 +51,23 @@ def kubectl_path() -> str:
     return found
 
 
-def kubectl(kubeconfig: Path, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run kubectl against the test cluster."""
-    return subprocess.run(
+def kubectl(
+    kubeconfig: Path, *args: str, check: bool = True, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against the test cluster; a failure shows what kubectl said."""
+    done = subprocess.run(
         [kubectl_path(), f"--kubeconfig={kubeconfig}", *args],
         capture_output=True,
         text=True,
-        check=check,
+        check=False,
         input=input_text,
         timeout=120,
     )
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr}{done.stdout}"
+        )
+    return done
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
@@ -78,8 +85,17 @@ def wait_for(check: Callable[[], Any], timeout: float = 60.0, interval: float = 
 @pytest.fixture(scope="session")
 def crd(kubeconfig_path: Path, kube_api: client.ApiClient) -> None:
     """The SenderTier CRD installed and established."""
-    kubectl(kubeconfig_path, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "sendertier.yaml"))
-    kubectl(kubeconfig_path, "wait", "--for=condition=Established", "crd/sendertiers.tiergate.io", "--timeout=60s")
+    kubectl(
+        kubeconfig_path,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "crds" / "sendertier.yaml"),
+    )
+    kubectl(
+        kubeconfig_path, "wait", "--for=condition=Established", "crd/sendertiers.tiergate.io", "--timeout=60s"
+    )
     # Discovery caches in the API server take a moment after Established.
     custom = client.CustomObjectsApi(kube_api)
     wait_for(lambda: _listable(custom), what="SenderTier API served")
@@ -98,7 +114,14 @@ def operator_kubeconfig(
     crd: None, kubeconfig_path: Path, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A kubeconfig that authenticates as the operator's service account (least privilege)."""
-    kubectl(kubeconfig_path, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "deploy" / "operator" / "rbac.yaml"))
+    kubectl(
+        kubeconfig_path,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "deploy" / "operator" / "rbac.yaml"),
+    )
     core = client.CoreV1Api(kube_api)
     wait_for(lambda: _sa_exists(core), what="operator service account")
     token = core.create_namespaced_service_account_token(
@@ -158,7 +181,18 @@ def smsc_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmscProce
     port, stats_port = free_port(), free_port()
     log = (tmp_path_factory.mktemp("smsc") / "smsc.log").open("wb")
     proc = subprocess.Popen(
-        [TIERGATE, "sender", "smsc", "--host", "127.0.0.1", "--port", str(port), "--stats-port", str(stats_port), "--receipts"],
+        [
+            TIERGATE,
+            "sender",
+            "smsc",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--stats-port",
+            str(stats_port),
+            "--receipts",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -182,15 +216,20 @@ def _answers(smsc: SmscProcess) -> bool:
 
 
 @pytest.fixture
-def sender_env(namespace: str, kube_api: client.ApiClient, smsc_process: SmscProcess, tmp_path: Path) -> dict[str, str]:
+def sender_env(
+    namespace: str, kube_api: client.ApiClient, smsc_process: SmscProcess, tmp_path: Path
+) -> dict[str, str]:
     """The ConfigMap and Secret the example fleet's workers read, pointing at local parts."""
     core = client.CoreV1Api(kube_api)
-    store = f"sqlite:///{tmp_path / 'tiergate.db'}"
+    store = f"sqlite://{tmp_path / 'tiergate.db'}"
     data = {"TIERGATE_STORE_URL": store, "TIERGATE_UPSTREAM_URL": smsc_process.url}
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "tiergate-sender"}, "data": data})
     core.create_namespaced_secret(
         namespace,
-        {"metadata": {"name": "tiergate-smpp"}, "stringData": {"system-id": "tiergate", "password": "secret12"}},
+        {
+            "metadata": {"name": "tiergate-smpp"},
+            "stringData": {"system-id": "tiergate", "password": "secret12"},
+        },
     )
     return data
 
@@ -214,9 +253,17 @@ class OperatorProcess:
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["POD_NAMESPACE"] = OPERATOR_NS
         args = [
-            TIERGATE, "operator", "run", "--namespace", self.namespace,
-            "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1",
-            "--lease-name", f"tiergate-{self.namespace}",
+            TIERGATE,
+            "operator",
+            "run",
+            "--namespace",
+            self.namespace,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--metrics-host",
+            "127.0.0.1",
+            "--lease-name",
+            f"tiergate-{self.namespace}",
             *self.extra_args,
         ]
         if self.prometheus_url:
@@ -259,7 +306,11 @@ def operator_factory(
 
     def make(prometheus_url: str | None = None, extra_args: list[str] | None = None) -> OperatorProcess:
         op = OperatorProcess(
-            operator_kubeconfig, namespace, tmp_path / f"operator-{len(made)}.log", prometheus_url, extra_args or []
+            operator_kubeconfig,
+            namespace,
+            tmp_path / f"operator-{len(made)}.log",
+            prometheus_url,
+            extra_args or [],
         )
         made.append(op)
         return op
@@ -278,7 +329,9 @@ def operator(operator_factory: Callable[..., OperatorProcess]) -> OperatorProces
 
 def example_fleet(checks: str = "http", gate: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The example fleet's SenderTiers, with quick gates for tests; ``checks`` keeps only some."""
-    docs = [d for d in yaml.safe_load_all((ROOT / "examples" / "fleet" / "sendertiers.yaml").read_text()) if d]
+    docs = [
+        d for d in yaml.safe_load_all((ROOT / "examples" / "fleet" / "sendertiers.yaml").read_text()) if d
+    ]
     for doc in docs:
         hg = doc["spec"]["healthGate"]
         hg.update(gate or {"progressDeadline": "60s", "bake": "2s", "interval": "1s", "failureLimit": 2})
@@ -304,7 +357,9 @@ def get_tier(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str,
     return obj
 
 
-def patch_tier(kube_api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+def patch_tier(
+    kube_api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]
+) -> dict[str, Any]:
     """Merge-patch a SenderTier (as a user or GitOps would)."""
     obj: dict[str, Any] = client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
         "tiergate.io", "v1alpha1", namespace, "sendertiers", name, patch
@@ -332,3 +387,60 @@ def tier_ready(kube_api: client.ApiClient, namespace: str, name: str) -> dict[st
     ):
         return obj
     return None
+
+
+class Traffic:
+    """Steady messages for every traffic class, enqueued straight into the workers' store."""
+
+    def __init__(self, store_url: str, classes: list[str], per_second: float = 20.0) -> None:
+        import threading
+
+        self.store_url = store_url
+        self.classes = classes
+        self.per_second = per_second
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        import asyncio
+        import uuid
+
+        from tiergate.store import Encoding, NewMessage, open_store
+
+        store = await open_store(self.store_url)
+        try:
+            tick = 0.25
+            while not self._stop.is_set():
+                batch = [
+                    NewMessage(
+                        customer_id=f"cust-{i % 7}",
+                        traffic_class=cls,
+                        destination="+447700900123",
+                        sender_id="TIERGATE",
+                        body="Your code is 123456",
+                        encoding=Encoding.GSM7,
+                        segments=1,
+                        idempotency_key=uuid.uuid4().hex,
+                    )
+                    for cls in self.classes
+                    for i in range(max(1, round(self.per_second * tick)))
+                ]
+                await store.enqueue(batch)
+                self.sent += len(batch)
+                await asyncio.sleep(tick)
+        finally:
+            await store.close()

@@ -270,6 +270,7 @@ class HealthGate(_Spec):
     checks: list[Check] = Field(
         default_factory=list,
         max_length=16,
+        json_schema_extra={"default": []},
         description="The health stack: every check must pass for the whole bake.",
     )
 
@@ -348,7 +349,15 @@ class SenderTierSpec(_Spec):
     health_gate: HealthGate = Field(
         default_factory=HealthGate,
         alias="healthGate",
-        json_schema_extra={"default": {}},
+        json_schema_extra={
+            "default": {
+                "progressDeadline": "300s",
+                "bake": "120s",
+                "interval": "10s",
+                "failureLimit": 3,
+                "checks": [],
+            }
+        },
         description="The health stack and timings that sign a new revision off.",
     )
     on_failure: OnFailure = Field(

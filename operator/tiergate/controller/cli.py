@@ -31,6 +31,9 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    if level.lower() != "debug":
+        # Kopf reports every handler call at INFO; our own logs say what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 async def _run(

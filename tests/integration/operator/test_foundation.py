@@ -13,7 +13,6 @@ import httpx
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-
 from tests.plugins.operator import (
     OPERATOR_NS,
     OPERATOR_SA,
@@ -26,6 +25,7 @@ from tests.plugins.operator import (
     tier_ready,
     wait_for,
 )
+
 from tiergate.domain.revision import revision_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -80,7 +80,9 @@ def test_example_fleet_runs_real_workers_and_reports_ready(
             metrics = httpx.get(f"http://{pod.status.pod_ip}:8080/metrics", timeout=5).text
             assert f'revision="{rev}"' in metrics
     # kstatus-style readiness is what `kubectl wait` understands.
-    done = kubectl(kubeconfig_path, "-n", namespace, "wait", "--for=condition=Ready", "sendertier/bulk", "--timeout=10s")
+    done = kubectl(
+        kubeconfig_path, "-n", namespace, "wait", "--for=condition=Ready", "sendertier/bulk", "--timeout=10s"
+    )
     assert "condition met" in done.stdout
     table = kubectl(kubeconfig_path, "-n", namespace, "get", "st").stdout
     assert "SignedOff" in table and "sms-senders" in table
@@ -89,17 +91,41 @@ def test_example_fleet_runs_real_workers_and_reports_ready(
 INVALID: list[tuple[str, Any, str]] = [
     ("missing fleet", lambda s: s.pop("fleet"), "spec.fleet"),
     ("negative replicas", lambda s: s.update(replicas=-1), "spec.replicas"),
-    ("bake shorter than interval", lambda s: s["healthGate"].update(bake="5s", interval="10s"), "bake must be at least one interval"),
-    ("duplicate check names", lambda s: s["healthGate"].update(checks=[{"name": "a", "http": {"port": 80}}, {"name": "a", "http": {"port": 81}}]), "check names must be unique"),
+    (
+        "bake shorter than interval",
+        lambda s: s["healthGate"].update(bake="5s", interval="10s"),
+        "bake must be at least one interval",
+    ),
+    (
+        "duplicate check names",
+        lambda s: s["healthGate"].update(
+            checks=[{"name": "a", "http": {"port": 80}}, {"name": "a", "http": {"port": 81}}]
+        ),
+        "check names must be unique",
+    ),
     ("unknown onFailure", lambda s: s.update(onFailure="Explode"), "spec.onFailure"),
     ("bad duration", lambda s: s["healthGate"].update(bake="2 minutes"), "spec.healthGate.bake"),
     ("negative order", lambda s: s.update(order=-3), "spec.order"),
     ("fleet not a DNS label", lambda s: s.update(fleet="SMS_Senders"), "spec.fleet"),
-    ("check with two kinds", lambda s: s["healthGate"].update(checks=[{"name": "x", "http": {"port": 80}, "discardBudget": {"max": 1}}]), "set exactly one of"),
-    ("prometheus check without bounds", lambda s: s["healthGate"].update(checks=[{"name": "p", "prometheus": {"query": "up"}}]), "needs max, min or both"),
+    (
+        "check with two kinds",
+        lambda s: s["healthGate"].update(
+            checks=[{"name": "x", "http": {"port": 80}, "discardBudget": {"max": 1}}]
+        ),
+        "set exactly one of",
+    ),
+    (
+        "prometheus check without bounds",
+        lambda s: s["healthGate"].update(checks=[{"name": "p", "prometheus": {"query": "up"}}]),
+        "needs max, min or both",
+    ),
     ("no containers", lambda s: s["template"]["spec"].update(containers=[]), "spec.template.spec.containers"),
     ("failureLimit zero", lambda s: s["healthGate"].update(failureLimit=0), "spec.healthGate.failureLimit"),
-    ("http port out of range", lambda s: s["healthGate"].update(checks=[{"name": "h", "http": {"port": 70000}}]), "port"),
+    (
+        "http port out of range",
+        lambda s: s["healthGate"].update(checks=[{"name": "h", "http": {"port": 70000}}]),
+        "port",
+    ),
 ]
 
 
@@ -126,7 +152,9 @@ def test_deleting_a_tier_garbage_collects_its_deployment_and_pods(
     client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
         "tiergate.io", "v1alpha1", namespace, "sendertiers", "bulk"
     )
-    wait_for(lambda: _deployment(kube_api, namespace, "bulk") is None, timeout=60, what="Deployment collected")
+    wait_for(
+        lambda: _deployment(kube_api, namespace, "bulk") is None, timeout=60, what="Deployment collected"
+    )
     core = client.CoreV1Api(kube_api)
     wait_for(
         lambda: not core.list_namespaced_pod(namespace, label_selector="tiergate.io/tier=bulk").items,
@@ -156,8 +184,10 @@ def test_restart_changes_nothing_right_and_catches_up_on_what_changed(
     patch_tier(kube_api, namespace, "priority", {"spec": {"replicas": 3}})
     operator.start()
     wait_for(
-        lambda: _deployment(kube_api, namespace, "priority").spec.replicas == 3
-        and tier_ready(kube_api, namespace, "priority"),
+        lambda: (
+            _deployment(kube_api, namespace, "priority").spec.replicas == 3
+            and tier_ready(kube_api, namespace, "priority")
+        ),
         timeout=90,
         what="the change made while the operator was down",
     )
@@ -169,14 +199,24 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
     authz = client.AuthorizationV1Api(kube_api)
     user = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
 
-    def can(verb: str, resource: str, group: str = "", ns: str | None = "default", sub: str | None = None) -> bool:
+    def can(
+        verb: str, resource: str, group: str = "", ns: str | None = "default", sub: str | None = None
+    ) -> bool:
         review = authz.create_subject_access_review(
             {
                 "spec": {
                     "user": user,
-                    "groups": ["system:serviceaccounts", f"system:serviceaccounts:{OPERATOR_NS}", "system:authenticated"],
+                    "groups": [
+                        "system:serviceaccounts",
+                        f"system:serviceaccounts:{OPERATOR_NS}",
+                        "system:authenticated",
+                    ],
                     "resourceAttributes": {
-                        "verb": verb, "resource": resource, "group": group, "namespace": ns, "subresource": sub,
+                        "verb": verb,
+                        "resource": resource,
+                        "group": group,
+                        "namespace": ns,
+                        "subresource": sub,
                     },
                 }
             }

@@ -76,3 +76,11 @@ def test_printer_columns_name_what_on_call_reads() -> None:
     names = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
     for wanted in ("Fleet", "Order", "Phase", "Revision", "Signed-Off", "Age"):
         assert wanted in names
+
+
+def test_health_gate_default_is_the_models_default() -> None:
+    from tiergate.api.v1alpha1 import HealthGate
+
+    spec = _schema()["properties"]["spec"]
+    expected = HealthGate().model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert spec["properties"]["healthGate"]["default"] == expected

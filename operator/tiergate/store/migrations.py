@@ -1,0 +1,187 @@
+"""Numbered schema migrations, one list per engine.
+
+Migration N is the N-th entry (1-based); `schema_version` records which ran. Both engines
+apply them when a store opens, under a lock (SQLite: an IMMEDIATE transaction; PostgreSQL:
+a transaction-scoped advisory lock), so two processes opening at once apply each once.
+Append new migrations; never edit one that has shipped.
+
+Columns ``due_at``: when a queued or in-flight message may next be leased (its
+``next_attempt_at`` while queued, its lease expiry while in flight), NULL in every other
+state. The lease index covers exactly the leasable rows.
+"""
+
+from __future__ import annotations
+
+SQLITE_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            traffic_class TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            sender_id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            encoding TEXT NOT NULL,
+            segments INTEGER NOT NULL,
+            client_ref TEXT,
+            idempotency_key TEXT,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            due_at REAL,
+            lease_owner TEXT,
+            lease_expires_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            submitted_at REAL,
+            delivered_at REAL,
+            upstream_message_id TEXT,
+            last_error TEXT,
+            tier TEXT,
+            revision TEXT,
+            replay_count INTEGER NOT NULL DEFAULT 0,
+            replay_job_id TEXT
+        )""",
+        "CREATE UNIQUE INDEX messages_idempotency ON messages (customer_id, idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX messages_due ON messages (traffic_class, due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX messages_upstream ON messages (upstream_message_id)"
+        " WHERE upstream_message_id IS NOT NULL",
+        """CREATE TABLE message_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT
+        )""",
+        "CREATE INDEX message_events_message ON message_events (message_id)",
+        """CREATE TABLE discards (
+            id TEXT PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            traffic_class TEXT NOT NULL,
+            tier TEXT,
+            revision TEXT,
+            reason TEXT NOT NULL,
+            upstream_error TEXT,
+            attempts INTEGER NOT NULL,
+            discarded_at REAL NOT NULL,
+            message_created_at REAL NOT NULL,
+            replay_job_id TEXT,
+            replayed_at REAL
+        )""",
+        "CREATE INDEX discards_time ON discards (discarded_at)",
+        "CREATE INDEX discards_message ON discards (message_id)",
+        "CREATE INDEX discards_unreplayed ON discards (discarded_at) WHERE replay_job_id IS NULL",
+        """CREATE TABLE pending_receipts (
+            upstream_message_id TEXT PRIMARY KEY,
+            delivered INTEGER NOT NULL,
+            detail TEXT,
+            received_at REAL NOT NULL
+        )""",
+        """CREATE TABLE replay_jobs (
+            id TEXT PRIMARY KEY,
+            filter TEXT NOT NULL,
+            rate REAL,
+            dry_run INTEGER NOT NULL,
+            max_age_seconds REAL,
+            source TEXT,
+            state TEXT NOT NULL,
+            matched INTEGER NOT NULL,
+            replayed INTEGER NOT NULL,
+            skipped INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            cursor TEXT,
+            error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+    ),
+]
+
+POSTGRES_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            traffic_class TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            sender_id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            encoding TEXT NOT NULL,
+            segments INTEGER NOT NULL,
+            client_ref TEXT,
+            idempotency_key TEXT,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TIMESTAMPTZ NOT NULL,
+            due_at TIMESTAMPTZ,
+            lease_owner TEXT,
+            lease_expires_at TIMESTAMPTZ,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            submitted_at TIMESTAMPTZ,
+            delivered_at TIMESTAMPTZ,
+            upstream_message_id TEXT,
+            last_error TEXT,
+            tier TEXT,
+            revision TEXT,
+            replay_count INTEGER NOT NULL DEFAULT 0,
+            replay_job_id TEXT
+        )""",
+        "CREATE UNIQUE INDEX messages_idempotency ON messages (customer_id, idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX messages_due ON messages (traffic_class, due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX messages_upstream ON messages (upstream_message_id)"
+        " WHERE upstream_message_id IS NOT NULL",
+        """CREATE TABLE message_events (
+            seq BIGSERIAL PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT
+        )""",
+        "CREATE INDEX message_events_message ON message_events (message_id)",
+        """CREATE TABLE discards (
+            id TEXT PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            traffic_class TEXT NOT NULL,
+            tier TEXT,
+            revision TEXT,
+            reason TEXT NOT NULL,
+            upstream_error TEXT,
+            attempts INTEGER NOT NULL,
+            discarded_at TIMESTAMPTZ NOT NULL,
+            message_created_at TIMESTAMPTZ NOT NULL,
+            replay_job_id TEXT,
+            replayed_at TIMESTAMPTZ
+        )""",
+        "CREATE INDEX discards_time ON discards (discarded_at)",
+        "CREATE INDEX discards_message ON discards (message_id)",
+        "CREATE INDEX discards_unreplayed ON discards (discarded_at) WHERE replay_job_id IS NULL",
+        """CREATE TABLE pending_receipts (
+            upstream_message_id TEXT PRIMARY KEY,
+            delivered BOOLEAN NOT NULL,
+            detail TEXT,
+            received_at TIMESTAMPTZ NOT NULL
+        )""",
+        """CREATE TABLE replay_jobs (
+            id TEXT PRIMARY KEY,
+            filter TEXT NOT NULL,
+            rate DOUBLE PRECISION,
+            dry_run BOOLEAN NOT NULL,
+            max_age_seconds DOUBLE PRECISION,
+            source TEXT,
+            state TEXT NOT NULL,
+            matched BIGINT NOT NULL,
+            replayed BIGINT NOT NULL,
+            skipped BIGINT NOT NULL,
+            failed BIGINT NOT NULL,
+            cursor TEXT,
+            error TEXT,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        )""",
+    ),
+]

@@ -1,0 +1,393 @@
+"""Tiered, gated rollouts against a real API server, real worker processes and a real Prometheus.
+
+Every scenario runs the example fleet's three tiers with steady traffic flowing through the real
+store to the test SMSC, so the health stack judges what the workers really did.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from tests.plugins.operator import (
+    OperatorProcess,
+    Traffic,
+    create_tiers,
+    example_fleet,
+    get_tier,
+    patch_tier,
+    wait_for,
+)
+from tests.plugins.prometheus import PrometheusServer
+
+from tiergate.domain.revision import revision_of
+
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
+
+TIERS = ("bulk", "standard", "priority")
+WINDOW = "15s"
+SUBMITS = "tiergate_sender_submits_total"
+TIERGATE = str(Path(sys.executable).parent / "tiergate")
+
+
+def gated_fleet(**gate: Any) -> list[dict[str, Any]]:
+    """The example fleet with a quick, complete health stack."""
+    selector = 'tier="{tier}",revision="{revision}"'
+    checks = [
+        {"name": "deep-ready", "http": {"port": 8080, "path": "/readyz"}},
+        {
+            "name": "error-rate",
+            "prometheus": {
+                "query": f'sum(rate({SUBMITS}{{{selector},result="error"}}[{WINDOW}])) / '
+                f"sum(rate({SUBMITS}{{{selector}}}[{WINDOW}]))",
+                "max": 0.05,
+                "minEvidence": {"query": f"sum(increase({SUBMITS}{{{selector}}}[{WINDOW}]))", "min": 5},
+            },
+        },
+        {"name": "discards", "discardBudget": {"max": 1000}},
+    ]
+    settings = {"progressDeadline": "30s", "bake": "4s", "interval": "1s", "failureLimit": 2, **gate}
+    docs = example_fleet(gate=settings)
+    for doc in docs:
+        doc["spec"]["healthGate"]["checks"] = copy.deepcopy(checks)
+    return docs
+
+
+def with_env(template: dict[str, Any], **env: str) -> dict[str, Any]:
+    """A copy of a pod template with extra environment on the worker container."""
+    out = copy.deepcopy(template)
+    container = out["spec"]["containers"][0]
+    container["env"] = [e for e in container.get("env", []) if e["name"] not in env]
+    container["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    return out
+
+
+def phases(kube_api: client.ApiClient, namespace: str) -> dict[str, str | None]:
+    """Each tier's phase."""
+    return {t: (get_tier(kube_api, namespace, t).get("status") or {}).get("phase") for t in TIERS}
+
+
+def all_signed_off(kube_api: client.ApiClient, namespace: str, revisions: dict[str, str]) -> bool:
+    """True when every tier is signed off at the given revision."""
+    for t in TIERS:
+        st = get_tier(kube_api, namespace, t).get("status") or {}
+        if st.get("phase") != "SignedOff" or st.get("signedOffRevision") != revisions[t]:
+            return False
+    return True
+
+
+def release(
+    kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **env: str
+) -> dict[str, str]:
+    """Apply a new release to every tier at once, as GitOps would; return each tier's new revision."""
+    revisions = {}
+    for doc in docs:
+        template = with_env(doc["spec"]["template"], **env)
+        doc["spec"]["template"] = template
+        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"template": template}})
+        revisions[doc["metadata"]["name"]] = revision_of(template)
+    return revisions
+
+
+class DeploymentSampler:
+    """Records, every 100 ms, which revision each tier's Deployment template holds."""
+
+    def __init__(self, kube_api: client.ApiClient, namespace: str) -> None:
+        self.apps = client.AppsV1Api(kube_api)
+        self.namespace = namespace
+        self.samples: list[tuple[float, dict[str, str | None]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            deps = self.apps.list_namespaced_deployment(self.namespace).items
+            current = {
+                d.metadata.name: d.spec.template.metadata.labels.get("tiergate.io/revision") for d in deps
+            }
+            self.samples.append((time.monotonic(), current))
+            time.sleep(0.1)
+
+    def __enter__(self) -> DeploymentSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def ever_ran(self, tier: str, revision: str) -> bool:
+        """Whether the tier's Deployment ever held that revision."""
+        return any(s.get(tier) == revision for _, s in self.samples)
+
+
+def replica_set_revisions(kube_api: client.ApiClient, namespace: str, tier: str) -> set[str]:
+    """Every revision a tier's Deployment was ever given, from its ReplicaSets' labels."""
+    sets = (
+        client.AppsV1Api(kube_api)
+        .list_namespaced_replica_set(namespace, label_selector=f"tiergate.io/tier={tier}")
+        .items
+    )
+    return {rs.metadata.labels.get("tiergate.io/revision") for rs in sets}
+
+
+@pytest.fixture
+def fleet(
+    kube_api: client.ApiClient,
+    namespace: str,
+    sender_env: dict[str, str],
+    prometheus: PrometheusServer,
+    operator_factory: Callable[..., OperatorProcess],
+) -> Iterator[tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]]]:
+    """A gated fleet signed off at its first revision, with traffic flowing and an operator running."""
+    op = operator_factory(prometheus_url=prometheus.url).start()
+    docs = gated_fleet()
+    with Traffic(sender_env["TIERGATE_STORE_URL"], list(TIERS), per_second=15):
+        create_tiers(kube_api, namespace, docs)
+        first = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in docs}
+        wait_for(
+            lambda: all_signed_off(kube_api, namespace, first), timeout=240, what="first revision signed off"
+        )
+        yield docs, op, first
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_a_good_release_reaches_the_tiers_strictly_in_order(
+    kube_api: client.ApiClient,
+    namespace: str,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    docs, _, _ = fleet
+    with DeploymentSampler(kube_api, namespace) as sampler:
+        second = release(kube_api, namespace, docs, RELEASE="2")
+        wait_for(
+            lambda: all_signed_off(kube_api, namespace, second), timeout=240, what="release 2 signed off"
+        )
+    rollouts = {t: get_tier(kube_api, namespace, t)["status"]["rollout"] for t in TIERS}
+    for lower, higher in itertools.pairwise(TIERS):
+        assert _ts(rollouts[higher]["startedAt"]) >= _ts(rollouts[lower]["signedOffAt"]), (lower, higher)
+    # And from the Deployments themselves, sampled all along: a tier held the new template only
+    # once the tier below had it signed off.
+    for i, (_, sample) in enumerate(sampler.samples):
+        for lower, higher in itertools.pairwise(TIERS):
+            if sample.get(higher) == second[higher]:
+                assert sample.get(lower) == second[lower], f"sample {i}: {higher} moved before {lower}"
+    events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    reasons = {(e.involved_object.name, e.reason) for e in events}
+    for t in TIERS:
+        assert (t, "TierSignedOff") in reasons and (t, "RolloutStarted") in reasons
+
+
+def test_workers_that_never_become_ready_halt_tier_0_which_rolls_back(
+    kube_api: client.ApiClient,
+    namespace: str,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    docs, _, first = fleet
+    for doc in docs:
+        patch_tier(
+            kube_api,
+            namespace,
+            doc["metadata"]["name"],
+            {"spec": {"healthGate": {"progressDeadline": "12s"}}},
+        )
+    with DeploymentSampler(kube_api, namespace) as sampler:
+        bad = release(kube_api, namespace, docs, TIERGATE_FAULTS="no-bind", TIERGATE_ALLOW_FAULTS="1")
+        wait_for(
+            lambda: phases(kube_api, namespace)["bulk"] == "RolledBack", timeout=90, what="bulk rolled back"
+        )
+        apps = client.AppsV1Api(kube_api)
+        wait_for(
+            lambda: (
+                (d := apps.read_namespaced_deployment("bulk", namespace)).spec.template.metadata.labels[
+                    "tiergate.io/revision"
+                ]
+                == first["bulk"]
+                and (d.status.ready_replicas or 0) == d.spec.replicas
+            ),
+            timeout=60,
+            what="bulk back on its signed-off revision",
+        )
+        time.sleep(3)
+    bulk = get_tier(kube_api, namespace, "bulk")["status"]
+    assert bulk["halt"]["check"] == "progressDeadline" and bulk["halt"]["revision"] == bad["bulk"]
+    assert bulk["signedOffRevision"] == first["bulk"]
+    for t in ("standard", "priority"):
+        st = get_tier(kube_api, namespace, t)["status"]
+        assert st["phase"] == "Waiting" and st["waitingFor"] == "bulk"
+        assert not sampler.ever_ran(t, bad[t])
+        assert bad[t] not in replica_set_revisions(kube_api, namespace, t), f"{t} ran the bad template"
+
+
+def test_failing_sends_are_caught_by_the_prometheus_check(
+    kube_api: client.ApiClient,
+    namespace: str,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    docs, op, _ = fleet
+    bad = release(kube_api, namespace, docs, TIERGATE_FAULTS="fail-submits=0.6", TIERGATE_ALLOW_FAULTS="1")
+    wait_for(
+        lambda: phases(kube_api, namespace)["bulk"] == "RolledBack", timeout=120, what="bulk rolled back"
+    )
+    halt = get_tier(kube_api, namespace, "bulk")["status"]["halt"]
+    assert halt["check"] == "error-rate", halt
+    assert halt["revision"] == bad["bulk"]
+    assert halt["threshold"] == "<= 0.05" and halt["value"] > 0.05
+    assert 'result="error"' in halt["query"] and bad["bulk"] in halt["query"]
+    assert halt["windowStart"] <= halt["windowEnd"]
+    for t in ("standard", "priority"):
+        assert bad[t] not in replica_set_revisions(kube_api, namespace, t)
+    halted = [
+        line
+        for line in op.metrics().splitlines()
+        if line.startswith("tiergate_operator_rollouts_halted_total{") and 'check="error-rate"' in line
+    ]
+    assert halted and float(halted[0].rsplit(" ", 1)[1]) >= 1
+
+
+def test_prometheus_down_during_a_bake_never_signs_off_and_halts_at_the_limit(
+    kube_api: client.ApiClient,
+    namespace: str,
+    prometheus: PrometheusServer,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    docs, _, _ = fleet
+    patch_tier(
+        kube_api, namespace, "bulk", {"spec": {"healthGate": {"bake": "30s", "inconclusiveLimit": "8s"}}}
+    )
+    release(kube_api, namespace, docs[:1], RELEASE="3")
+    wait_for(lambda: phases(kube_api, namespace)["bulk"] == "Baking", timeout=60, what="bulk baking")
+    prometheus.stop()
+    try:
+        wait_for(lambda: phases(kube_api, namespace)["bulk"] == "RolledBack", timeout=60, what="bulk halted")
+    finally:
+        prometheus.start()
+    st = get_tier(kube_api, namespace, "bulk")["status"]
+    assert "signedOffAt" not in (st.get("rollout") or {})
+    assert "inconclusive" in st["halt"]["message"]
+
+
+def test_operator_killed_again_and_again_mid_rollout_ends_where_it_would_have(
+    kube_api: client.ApiClient,
+    namespace: str,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    docs, op, first = fleet
+    for doc in docs:
+        patch_tier(
+            kube_api,
+            namespace,
+            doc["metadata"]["name"],
+            {"spec": {"healthGate": {"progressDeadline": "12s"}}},
+        )
+    bad = release(kube_api, namespace, docs, TIERGATE_FAULTS="no-bind", TIERGATE_ALLOW_FAULTS="1")
+    deadline = time.monotonic() + 90
+    kills = 0
+    while time.monotonic() < deadline and phases(kube_api, namespace)["bulk"] != "RolledBack":
+        time.sleep(1.7)
+        op.kill()
+        kills += 1
+        op.start()
+    assert phases(kube_api, namespace)["bulk"] == "RolledBack"
+    # Keep killing through the rollback itself.
+    for _ in range(3):
+        time.sleep(0.8)
+        op.kill()
+        kills += 1
+        op.start()
+    apps = client.AppsV1Api(kube_api)
+    wait_for(
+        lambda: (
+            apps.read_namespaced_deployment("bulk", namespace).spec.template.metadata.labels[
+                "tiergate.io/revision"
+            ]
+            == first["bulk"]
+        ),
+        timeout=60,
+        what="bulk rolled back despite the kills",
+    )
+    time.sleep(4)
+    assert phases(kube_api, namespace) == {"bulk": "RolledBack", "standard": "Waiting", "priority": "Waiting"}
+    for t in ("standard", "priority"):
+        assert bad[t] not in replica_set_revisions(kube_api, namespace, t)
+    assert kills >= 4
+    # Then a good release goes through as if nothing had happened.
+    good = release(kube_api, namespace, docs, TIERGATE_FAULTS="", RELEASE="4")
+    wait_for(
+        lambda: all_signed_off(kube_api, namespace, good), timeout=240, what="good release after the kills"
+    )
+
+
+def _cli(kubeconfig: Path, namespace: str, *args: str) -> str:
+    done = subprocess.run(
+        [TIERGATE, *args, "--namespace", namespace, "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_on_call_controls_through_the_cli(
+    kube_api: client.ApiClient,
+    namespace: str,
+    kubeconfig_path: Path,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    docs, _, _ = fleet
+    # pause: a release waits at the first tier; resume lets it through.
+    _cli(kubeconfig_path, namespace, "pause", "sms-senders")
+    second = release(kube_api, namespace, docs, RELEASE="5")
+    wait_for(lambda: phases(kube_api, namespace)["bulk"] == "Waiting", timeout=30, what="paused fleet waits")
+    time.sleep(3)
+    assert phases(kube_api, namespace)["bulk"] == "Waiting"
+    _cli(kubeconfig_path, namespace, "resume", "sms-senders")
+    wait_for(
+        lambda: all_signed_off(kube_api, namespace, second), timeout=240, what="resumed release signed off"
+    )
+
+    # promote: skip the rest of a long bake, recorded with who asked.
+    for doc in docs:
+        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"healthGate": {"bake": "10m"}}})
+    release(kube_api, namespace, docs[:1], RELEASE="6")
+    wait_for(lambda: phases(kube_api, namespace)["bulk"] == "Baking", timeout=60, what="bulk baking")
+    _cli(kubeconfig_path, namespace, "promote", "bulk", "--who", "alice")
+    wait_for(lambda: phases(kube_api, namespace)["bulk"] == "SignedOff", timeout=30, what="promoted")
+    assert get_tier(kube_api, namespace, "bulk")["status"]["rollout"]["promotedBy"].startswith("alice@")
+
+    # abort: roll the current tier back now.
+    release(kube_api, namespace, docs[:1], RELEASE="7")
+    wait_for(lambda: phases(kube_api, namespace)["bulk"] == "Baking", timeout=60, what="bulk baking again")
+    _cli(kubeconfig_path, namespace, "abort", "bulk", "--who", "bob")
+    wait_for(lambda: phases(kube_api, namespace)["bulk"] == "RolledBack", timeout=30, what="aborted")
+    assert get_tier(kube_api, namespace, "bulk")["status"]["halt"]["check"] == "abort"
+
+    # retry: the same revision goes again (and, promoted, signs off).
+    _cli(kubeconfig_path, namespace, "retry", "bulk")
+    wait_for(
+        lambda: phases(kube_api, namespace)["bulk"] in ("Progressing", "Baking"), timeout=30, what="retried"
+    )
+    _cli(kubeconfig_path, namespace, "promote", "bulk")
+    wait_for(
+        lambda: phases(kube_api, namespace)["bulk"] == "SignedOff", timeout=60, what="retried and promoted"
+    )
+
+    table = _cli(kubeconfig_path, namespace, "status", "sms-senders")
+    assert "bulk" in table and "SignedOff" in table
+    rows = json.loads(_cli(kubeconfig_path, namespace, "status", "sms-senders", "-o", "json"))
+    assert [r["name"] for r in rows] == list(TIERS)

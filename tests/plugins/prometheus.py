@@ -1,0 +1,112 @@
+"""A real Prometheus (Debian's package) for the tests, discovering worker pods through the API server.
+
+It scrapes every pod labelled as a tiergate sender worker at the pod's IP (loopback addresses on the
+local control plane), every second, exactly as an in-cluster Prometheus would with Kubernetes
+service discovery. Tests may stop and start it to play an outage.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tiergate.devcluster.monitoring import scrape_config
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PrometheusServer:
+    """A Prometheus process on a loopback port."""
+
+    binary: str
+    workdir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start (or restart) the server and wait until it is ready."""
+        log = (self.workdir / "prometheus.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=2h",
+                "--web.enable-lifecycle",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"prometheus exited: {(self.workdir / 'prometheus.log').read_text()[-2000:]}"
+                )
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("prometheus did not become ready in 60 s")
+
+    def stop(self) -> None:
+        """Stop the server (an outage, or teardown)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query's result vector."""
+        data = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10).json()
+        result: list[dict[str, Any]] = data["data"]["result"]
+        return result
+
+
+def prometheus_binary() -> str:
+    """Debian's prometheus, or skip."""
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
+    if not found:
+        pytest.skip("prometheus is not installed (apt-get install prometheus; scripts/setup.sh does it)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def prometheus(kubeconfig_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """A Prometheus scraping the test cluster's sender-worker pods."""
+    workdir = tmp_path_factory.mktemp("prometheus")
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(kubeconfig_path)))
+    server = PrometheusServer(prometheus_binary(), workdir, _free_port())
+    server.start()
+    yield server
+    server.stop()
