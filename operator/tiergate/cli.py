@@ -13,6 +13,7 @@ from tiergate.api.crd import custom_resource_definition
 from tiergate.controller import oncall
 from tiergate.controller.cli import app as operator_app
 from tiergate.devcluster.cli import app as dev_app
+from tiergate.monitoring.cli import app as monitoring_app
 from tiergate.sender.cli import app as sender_app
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.add_typer(operator_app, name="operator", help="Run the SenderTier operator.")
 app.add_typer(sender_app, name="sender", help="Run the sender ingest API or a tier's workers.")
 app.add_typer(dev_app, name="dev", help="A real local Kubernetes control plane for tests and demos.")
+app.add_typer(monitoring_app, name="monitoring", help="Pod discovery and configuration for Prometheus.")
 oncall.register(app)
 
 

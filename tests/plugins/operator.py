@@ -252,6 +252,9 @@ class OperatorProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["POD_NAMESPACE"] = OPERATOR_NS
+        # One identity across restarts, as a restarted container keeps its pod's name: it takes
+        # its own lease back at once instead of waiting for it to expire.
+        env["POD_NAME"] = f"operator-{self.namespace}"
         args = [
             TIERGATE,
             "operator",

@@ -1,8 +1,8 @@
 """A real Prometheus (Debian's package) for the tests, discovering worker pods through the API server.
 
-It scrapes every pod labelled as a tiergate sender worker at the pod's IP (loopback addresses on the
-local control plane), every second, exactly as an in-cluster Prometheus would with Kubernetes
-service discovery. Tests may stop and start it to play an outage.
+``tiergate monitoring pod-sd`` lists the sender-worker pods and serves them as http_sd targets
+(Debian's build has no Kubernetes discovery); Prometheus scrapes each at the pod's IP (loopback
+addresses on the local control plane) every second. Tests may stop and start it to play an outage.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from tiergate.devcluster.monitoring import scrape_config
+from tiergate.monitoring.prometheus_config import scrape_config
 
 
 def _free_port() -> int:
@@ -104,9 +104,33 @@ def prometheus_binary() -> str:
 @pytest.fixture(scope="session")
 def prometheus(kubeconfig_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """A Prometheus scraping the test cluster's sender-worker pods."""
+    import os
+    import sys
+
     workdir = tmp_path_factory.mktemp("prometheus")
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(kubeconfig_path)))
+    sd_port = _free_port()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig_path)}
+    sd_log = (workdir / "pod-sd.log").open("wb")
+    sd = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "tiergate"),
+            "monitoring",
+            "pod-sd",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(sd_port),
+        ],
+        env=env,
+        stdout=sd_log,
+        stderr=subprocess.STDOUT,
+    )
+    sd_url = f"http://127.0.0.1:{sd_port}/targets"
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(sd_url)))
     server = PrometheusServer(prometheus_binary(), workdir, _free_port())
     server.start()
     yield server
     server.stop()
+    sd.terminate()
+    sd.wait(10)
+    sd_log.close()

@@ -216,3 +216,38 @@ class Kube:
             raise _transient(exc) from exc
         items: list[dict[str, Any]] = result.get("items", [])
         return items
+
+
+@dataclass(frozen=True)
+class PodTarget:
+    """A running pod's scrape address and identity."""
+
+    namespace: str
+    name: str
+    ip: str
+    port: int
+    labels: dict[str, str]
+
+
+def list_pod_targets(api: client.ApiClient, selector: str, port_name: str = "http") -> list[PodTarget]:
+    """Every running pod matching ``selector`` with a container port named ``port_name``."""
+    pods = client.CoreV1Api(api).list_pod_for_all_namespaces(label_selector=selector).items
+    out = []
+    for pod in pods:
+        if pod.metadata.deletion_timestamp is not None or not pod.status.pod_ip:
+            continue
+        if pod.status.phase != "Running":
+            continue
+        for container in pod.spec.containers:
+            for port in container.ports or []:
+                if port.name == port_name:
+                    out.append(
+                        PodTarget(
+                            pod.metadata.namespace,
+                            pod.metadata.name,
+                            pod.status.pod_ip,
+                            int(port.container_port),
+                            dict(pod.metadata.labels or {}),
+                        )
+                    )
+    return out

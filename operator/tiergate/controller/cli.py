@@ -34,6 +34,7 @@ def _logging(level: str) -> None:
     if level.lower() != "debug":
         # Kopf reports every handler call at INFO; our own logs say what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def _run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -202,7 +203,7 @@ def status(
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     if not watch:
         console.print(render(items, fleet))
         return

@@ -107,6 +107,7 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
         exists=True,
         revision=labels.get(LABEL_REVISION),
         replicas=int(spec.get("replicas", 1)),
+        total=int(status.get("replicas", 0) or 0),
         updated=int(status.get("updatedReplicas", 0) or 0),
         ready=int(status.get("readyReplicas", 0) or 0),
         available=int(status.get("availableReplicas", 0) or 0),
@@ -166,7 +167,9 @@ async def evaluate(ctx: Context, runtime: Runtime, namespace: str) -> tuple[Obse
                 )
                 passed = sum(1 for _, ok, _ in results if ok)
                 target = f"{spec_http.scheme} :{spec_http.port}{spec_http.path}"
-                return chk.judge_http(check.name, spec_http.min_ratio, target, passed, len(pods))
+                failing = [f"{ip}: {detail}" for ip, ok, detail in results if not ok]
+                failing += [f"{p.name}: no pod IP" for p in pods if not p.ip]
+                return chk.judge_http(check.name, spec_http.min_ratio, target, passed, len(pods), failing[:3])
             if check.compare is not None:
                 plan = chk.compare_queries(check.compare, name, rev, baseline)
                 new_ratio, attempts = await asyncio.gather(value(plan.value), value(plan.evidence or ""))

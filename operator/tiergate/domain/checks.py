@@ -65,7 +65,7 @@ def compare_queries(
     window = check.window
     new_sel = f'tier="{tier}",revision="{revision}"'
     value = (
-        f'sum(rate({SUBMITS}{{{new_sel},result="error"}}[{window}])) / '
+        f'(sum(rate({SUBMITS}{{{new_sel},result="error"}}[{window}])) or vector(0)) / '
         f'sum(rate({SUBMITS}{{{new_sel},result=~"ok|error"}}[{window}]))'
     )
     evidence = f'sum(increase({SUBMITS}{{{new_sel},result=~"ok|error"}}[{window}]))'
@@ -73,7 +73,7 @@ def compare_queries(
     if baseline_tiers:
         old_sel = f'tier=~"{_label_regex(baseline_tiers)}",revision!="{revision}"'
         baseline = (
-            f'sum(rate({SUBMITS}{{{old_sel},result="error"}}[{window}])) / '
+            f'(sum(rate({SUBMITS}{{{old_sel},result="error"}}[{window}])) or vector(0)) / '
             f'sum(rate({SUBMITS}{{{old_sel},result=~"ok|error"}}[{window}]))'
         )
     return QueryPlan(value=value, evidence=evidence, baseline=baseline)
@@ -175,14 +175,24 @@ def judge_discards(name: str, check: DiscardBudgetCheck, query: str, value: floa
     return Observation(name, Result.PASS, count, bound, query)
 
 
-def judge_http(name: str, min_ratio: float, query: str, passed: int, total: int) -> Observation:
+def judge_http(
+    name: str,
+    min_ratio: float,
+    query: str,
+    passed: int,
+    total: int,
+    failing: Sequence[str] = (),
+) -> Observation:
     """Judge a deep probe of every pod: the share that answered 2xx against the required ratio."""
     bound = f">= {min_ratio:g} of pods"
     if total == 0:
         return Observation(name, Result.INCONCLUSIVE, None, bound, query, "no pods to probe")
     ratio = passed / total
     if ratio < min_ratio:
-        return Observation(name, Result.FAIL, ratio, bound, query, f"{passed}/{total} pods answered 2xx")
+        detail = f" ({'; '.join(failing)})" if failing else ""
+        return Observation(
+            name, Result.FAIL, ratio, bound, query, f"{passed}/{total} pods answered 2xx{detail}"
+        )
     return Observation(name, Result.PASS, ratio, bound, query)
 
 

@@ -49,6 +49,7 @@ class DeploymentView:
     exists: bool = False
     revision: str | None = None
     replicas: int = 0
+    total: int = 0
     updated: int = 0
     ready: int = 0
     available: int = 0
@@ -57,13 +58,18 @@ class DeploymentView:
     applied: str | None = None
 
     def rolled_out(self, revision: str, replicas: int) -> bool:
-        """True when every pod runs ``revision`` and is Ready and available."""
+        """True when every pod runs ``revision`` and is Ready and available, and no old pod is left.
+
+        Ready and available counts span old and new ReplicaSets mid-rollout, so they prove nothing
+        until the only pods left are updated ones (what ``kubectl rollout status`` waits for).
+        """
         return (
             self.exists
             and self.revision == revision
             and self.observed_generation >= self.generation
             and self.replicas == replicas
             and self.updated >= replicas
+            and self.total == self.updated
             and self.ready >= replicas
             and self.available >= replicas
         )

@@ -49,7 +49,7 @@ def gated_fleet(**gate: Any) -> list[dict[str, Any]]:
         {
             "name": "error-rate",
             "prometheus": {
-                "query": f'sum(rate({SUBMITS}{{{selector},result="error"}}[{WINDOW}])) / '
+                "query": f'(sum(rate({SUBMITS}{{{selector},result="error"}}[{WINDOW}])) or vector(0)) / '
                 f"sum(rate({SUBMITS}{{{selector}}}[{WINDOW}]))",
                 "max": 0.05,
                 "minEvidence": {"query": f"sum(increase({SUBMITS}{{{selector}}}[{WINDOW}]))", "min": 5},
@@ -297,15 +297,16 @@ def test_operator_killed_again_and_again_mid_rollout_ends_where_it_would_have(
     bad = release(kube_api, namespace, docs, TIERGATE_FAULTS="no-bind", TIERGATE_ALLOW_FAULTS="1")
     deadline = time.monotonic() + 90
     kills = 0
+    pauses = itertools.cycle((2.5, 4.0, 3.2, 5.5))
     while time.monotonic() < deadline and phases(kube_api, namespace)["bulk"] != "RolledBack":
-        time.sleep(1.7)
+        time.sleep(next(pauses))
         op.kill()
         kills += 1
         op.start()
     assert phases(kube_api, namespace)["bulk"] == "RolledBack"
     # Keep killing through the rollback itself.
-    for _ in range(3):
-        time.sleep(0.8)
+    for pause in (0.3, 1.5, 2.5):
+        time.sleep(pause)
         op.kill()
         kills += 1
         op.start()

@@ -40,9 +40,7 @@ def test_every_spec_and_status_field_has_a_description() -> None:
     missing = [
         p
         for p, node in _walk(_schema())
-        if p.startswith((".spec", ".status"))
-        and not p.endswith(("[]", "{}"))
-        and not node.get("description")
+        if p.startswith((".spec", ".status")) and not p.endswith(("[]", "{}")) and not node.get("description")
     ]
     assert missing == []
 

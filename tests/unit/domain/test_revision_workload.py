@@ -15,7 +15,9 @@ from tiergate.domain.workload import (
 
 
 def _template(image: str = "tiergate:1") -> dict[str, Any]:
-    return {"spec": {"containers": [{"name": "worker", "image": image, "env": [{"name": "A", "value": "1"}]}]}}
+    return {
+        "spec": {"containers": [{"name": "worker", "image": image, "env": [{"name": "A", "value": "1"}]}]}
+    }
 
 
 def _tier(template: dict[str, Any]) -> SenderTier:

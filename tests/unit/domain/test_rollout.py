@@ -56,13 +56,35 @@ def tier(
 
 def ready(rev: str) -> DeploymentView:
     return DeploymentView(
-        exists=True, revision=rev, replicas=2, updated=2, ready=2, available=2, generation=1,
+        exists=True,
+        revision=rev,
+        replicas=2,
+        total=2,
+        updated=2,
+        ready=2,
+        available=2,
+        generation=1,
         observed_generation=1,
     )
 
 
+def test_mid_rollout_counts_are_not_a_finished_rollout() -> None:
+    # Surge pod Ready, one new pod still starting, one old pod left: ready/available are 2 across
+    # both ReplicaSets, which must not count as the new revision being Ready.
+    mid = replace(ready(R_NEW), total=3, updated=2)
+    assert not mid.rolled_out(R_NEW, 2)
+    assert ready(R_NEW).rolled_out(R_NEW, 2)
+    assert not replace(ready(R_NEW), observed_generation=0).rolled_out(R_NEW, 2)
+    assert not ready(R_OLD).rolled_out(R_NEW, 2)
+
+
 def ctx(t: SenderTier, now: datetime = T0, **kw: Any) -> Context:
-    return Context(tier=t, spec_revision=revision_of(t.spec.template.model_dump(by_alias=True, exclude_unset=True)), now=now, **kw)
+    return Context(
+        tier=t,
+        spec_revision=revision_of(t.spec.template.model_dump(by_alias=True, exclude_unset=True)),
+        now=now,
+        **kw,
+    )
 
 
 def step(c: Context, **kw: Any) -> tuple[Context, Decision]:
@@ -83,7 +105,10 @@ def failing() -> tuple[Observation, ...]:
 
 
 def inconclusive() -> tuple[Observation, ...]:
-    return (Observation("pods-ready", Result.PASS, 2.0), Observation("error-rate", Result.INCONCLUSIVE, error="no data"))
+    return (
+        Observation("pods-ready", Result.PASS, 2.0),
+        Observation("error-rate", Result.INCONCLUSIVE, error="no data"),
+    )
 
 
 def signed(rev: str = R_OLD) -> dict[str, Any]:
@@ -110,8 +135,16 @@ HIGHER_MOVING = Peer("priority", 2, R_NEW, R_OLD, Phase.WAITING)
         ((HIGHER_MOVING,), False, None),
         ((LOWER_SETTLED,), True, None),
     ],
-    ids=["alone", "lower-settled", "lower-moving", "lower-halted", "lower-paused", "same-order",
-         "higher", "self-paused"],
+    ids=[
+        "alone",
+        "lower-settled",
+        "lower-moving",
+        "lower-halted",
+        "lower-paused",
+        "same-order",
+        "higher",
+        "self-paused",
+    ],
 )
 def test_blocker(peers: tuple[Peer, ...], paused: bool, blocked_by: str | None) -> None:
     b = blocker("standard", 1, peers, paused)
@@ -174,7 +207,15 @@ def test_good_revision_is_signed_off_after_the_whole_bake() -> None:
 
 
 def test_a_failure_restarts_the_bake_and_the_limit_halts_with_rollback() -> None:
-    c = ctx(tier(status={**signed(), "phase": "Baking", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat(), "readyAt": T0.isoformat()}}))
+    c = ctx(
+        tier(
+            status={
+                **signed(),
+                "phase": "Baking",
+                "rollout": {"revision": R_NEW, "startedAt": T0.isoformat(), "readyAt": T0.isoformat()},
+            }
+        )
+    )
     c, d = step(c, deployment=ready(R_NEW), observations=passing())
     assert d.status.rollout and d.status.rollout.bake_since == T0
     c, d = step(c, now=T0 + timedelta(seconds=10), deployment=ready(R_NEW), observations=failing())
@@ -186,8 +227,15 @@ def test_a_failure_restarts_the_bake_and_the_limit_halts_with_rollback() -> None
     assert d.deployment.source is Source.SIGNED_OFF and d.deployment.revision == R_OLD
     halt = d.status.halt
     assert halt is not None
-    assert (halt.check, halt.value, halt.threshold, halt.query) == ("error-rate", 0.4, "<= 0.05", "sum(rate(x))")
-    assert halt.revision == R_NEW and halt.window_start == T0 and halt.window_end == T0 + timedelta(seconds=20)
+    assert (halt.check, halt.value, halt.threshold, halt.query) == (
+        "error-rate",
+        0.4,
+        "<= 0.05",
+        "sum(rate(x))",
+    )
+    assert (
+        halt.revision == R_NEW and halt.window_start == T0 and halt.window_end == T0 + timedelta(seconds=20)
+    )
     assert "error-rate" in (d.status.message or "") and "0.05" in (d.status.message or "")
     assert {e.reason.value for e in d.events} >= {"TierHalted", "TierRolledBack"}
     stalled = next(x for x in d.status.conditions if x.type == "Stalled")
@@ -195,7 +243,16 @@ def test_a_failure_restarts_the_bake_and_the_limit_halts_with_rollback() -> None
 
 
 def test_pause_on_failure_keeps_the_bad_revision_for_a_person() -> None:
-    c = ctx(tier(status={**signed(), "phase": "Progressing", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat()}}, on_failure="Pause"))
+    c = ctx(
+        tier(
+            status={
+                **signed(),
+                "phase": "Progressing",
+                "rollout": {"revision": R_NEW, "startedAt": T0.isoformat()},
+            },
+            on_failure="Pause",
+        )
+    )
     _, d = step(c, now=T0 + timedelta(seconds=61), deployment=replace(ready(R_NEW), ready=1, available=1))
     assert d.status.phase is Phase.HALTED
     assert d.deployment.source is Source.SPEC and d.deployment.revision == R_NEW
@@ -219,9 +276,20 @@ def test_progress_deadline_rolls_back(signed_off: str | None, source: Source) ->
 
 def test_inconclusive_never_signs_off_and_halts_past_its_limit() -> None:
     gate = {"progressDeadline": "60s", "bake": "10s", "interval": "10s", "inconclusiveLimit": "30s"}
-    c = ctx(tier(status={**signed(), "phase": "Baking", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat()}}, gate=gate))
+    c = ctx(
+        tier(
+            status={
+                **signed(),
+                "phase": "Baking",
+                "rollout": {"revision": R_NEW, "startedAt": T0.isoformat()},
+            },
+            gate=gate,
+        )
+    )
     for i in range(4):
-        c, d = step(c, now=T0 + timedelta(seconds=10 * i), deployment=ready(R_NEW), observations=inconclusive())
+        c, d = step(
+            c, now=T0 + timedelta(seconds=10 * i), deployment=ready(R_NEW), observations=inconclusive()
+        )
         assert d.status.phase is Phase.BAKING
     c, d = step(c, now=T0 + timedelta(seconds=40), deployment=ready(R_NEW), observations=inconclusive())
     assert d.status.phase is Phase.ROLLED_BACK
@@ -249,7 +317,12 @@ def test_halted_stays_until_retry_or_new_revision() -> None:
     halted = {
         **signed(),
         "phase": "RolledBack",
-        "halt": {"check": "error-rate", "revision": R_NEW, "windowStart": T0.isoformat(), "at": T0.isoformat()},
+        "halt": {
+            "check": "error-rate",
+            "revision": R_NEW,
+            "windowStart": T0.isoformat(),
+            "at": T0.isoformat(),
+        },
     }
     c = ctx(tier(status=halted))
     _, d = step(c, now=T0 + timedelta(hours=1))
@@ -260,13 +333,19 @@ def test_halted_stays_until_retry_or_new_revision() -> None:
     handled = c.with_status(c.tier.status.model_copy(update={"handled_requests": {"retry": "carol@t3"}}))
     _, d = step(handled, requests=Requests(retry="carol@t3"))
     assert d.status.phase is Phase.ROLLED_BACK, "the same retry request is acted on once"
-    fixed = ctx(tier(template={"spec": {"containers": [{"name": "w", "image": "tiergate:3"}]}}, status=halted))
+    fixed = ctx(
+        tier(template={"spec": {"containers": [{"name": "w", "image": "tiergate:3"}]}}, status=halted)
+    )
     _, d = step(fixed)
     assert d.status.phase is Phase.PROGRESSING and d.status.halt is None
 
 
 def test_spec_change_mid_rollout_supersedes_the_old_revision() -> None:
-    progressing = {**signed(), "phase": "Progressing", "rollout": {"revision": "aaaaaaaaaa", "startedAt": T0.isoformat()}}
+    progressing = {
+        **signed(),
+        "phase": "Progressing",
+        "rollout": {"revision": "aaaaaaaaaa", "startedAt": T0.isoformat()},
+    }
     _, d = step(ctx(tier(status=progressing)), now=T0 + timedelta(seconds=1))
     assert d.status.phase is Phase.PROGRESSING
     assert d.status.rollout and d.status.rollout.revision == R_NEW
@@ -276,7 +355,11 @@ def test_spec_change_mid_rollout_supersedes_the_old_revision() -> None:
 
 
 def test_paused_tier_keeps_baking_but_does_not_sign_off() -> None:
-    baking = {**signed(), "phase": "Baking", "rollout": {"revision": R_NEW, "startedAt": T0.isoformat(), "bakeSince": T0.isoformat()}}
+    baking = {
+        **signed(),
+        "phase": "Baking",
+        "rollout": {"revision": R_NEW, "startedAt": T0.isoformat(), "bakeSince": T0.isoformat()},
+    }
     c = ctx(tier(status=baking), deployment=ready(R_NEW), requests=Requests(paused=True))
     _, d = step(c, now=T0 + timedelta(minutes=5), observations=passing())
     assert d.status.phase is Phase.BAKING and "paused" in (d.status.message or "")

@@ -1,0 +1,92 @@
+"""Command-line verbs of `tiergate.devcluster`: build, up, down, env and the pod runner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tiergate.devcluster import build as builder
+from tiergate.devcluster.cluster import ClusterError, LocalCluster
+from tiergate.devcluster.runner import DEFAULT_POD_CIDR
+from tiergate.devcluster.runner import run as run_pod_runner
+
+app = typer.Typer(no_args_is_help=True)
+
+DEFAULT_WORKDIR = Path(".run/cluster")
+Workdir = Annotated[Path, typer.Option(help="Directory holding the cluster's state, certs and logs.")]
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command("build")
+def build_cmd(
+    force: Annotated[bool, typer.Option(help="Rebuild binaries already built.")] = False,
+) -> None:
+    """Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok."""
+    _logging()
+    try:
+        out = builder.build(force=force)
+    except RuntimeError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(str(out))
+
+
+@app.command("up")
+def up(
+    workdir: Workdir = DEFAULT_WORKDIR,
+    nodes: Annotated[int, typer.Option(help="Number of kwok nodes.")] = 3,
+    build: Annotated[bool, typer.Option(help="Build missing binaries first.")] = True,
+) -> None:
+    """Start the local control plane detached and print how to use it."""
+    _logging()
+    if build and builder.missing_binaries():
+        typer.echo("Building the control plane binaries (first time only, slow)...", err=True)
+        builder.build()
+    cluster = LocalCluster(workdir, nodes=nodes, detach=True)
+    try:
+        seconds = cluster.start()
+    except ClusterError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"# cluster ready in {seconds}s; logs in {cluster.logs}", err=True)
+    typer.echo(f"export KUBECONFIG={cluster.kubeconfig}")
+
+
+@app.command("down")
+def down(workdir: Workdir = DEFAULT_WORKDIR) -> None:
+    """Stop a cluster started with `tiergate dev up`."""
+    _logging()
+    LocalCluster(workdir).stop()
+
+
+@app.command("env")
+def env(workdir: Workdir = DEFAULT_WORKDIR) -> None:
+    """Print shell exports for the cluster and the binaries."""
+    cluster = LocalCluster(workdir)
+    typer.echo(f"export KUBECONFIG={cluster.kubeconfig}")
+    typer.echo(f'export PATH="{builder.bin_dir()}:$PATH"')
+    for name, pid, alive in cluster.processes():
+        typer.echo(f"# {name} pid={pid} {'running' if alive else 'stopped'}")
+
+
+@app.command("pod-runner")
+def pod_runner(
+    kubeconfig: Annotated[str, typer.Option(help="Kubeconfig of the cluster.")],
+    workdir: Workdir = DEFAULT_WORKDIR,
+    node_selector: Annotated[str, typer.Option(help="Label selector of the nodes to serve.")] = ("type=kwok"),
+    pod_cidr: Annotated[str, typer.Option(help="Loopback range for pod IPs.")] = DEFAULT_POD_CIDR,
+) -> None:
+    """Back every pod on the selected kwok nodes with a real local process."""
+    _logging()
+    asyncio.run(run_pod_runner(kubeconfig, workdir.resolve(), node_selector=node_selector, pod_cidr=pod_cidr))

@@ -1,0 +1,473 @@
+"""Validation and encoding rules for messages accepted by the sender API; pure, no I/O.
+
+A message is checked field by field before anything is stored: E.164 destination, sender
+id (numeric up to 15 digits, or up to 11 GSM characters), body encoding (GSM-7 when every
+character is in the GSM 03.38 alphabet, extension characters counting double; UCS-2
+otherwise) and its segment count (160/153 septets or 70/67 UTF-16 units per segment),
+references, customer and traffic class. Every problem is reported with the field it is in,
+as a JSON-pointer-like path (``destination``, ``messages[3].body``), so a client can fix all
+of them in one go.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import phonenumbers
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+
+GSM7_SINGLE, GSM7_MULTI = 160, 153
+UCS2_SINGLE, UCS2_MULTI = 70, 67
+
+MESSAGE_FIELDS = frozenset(
+    {
+        "destination",
+        "sender_id",
+        "body",
+        "customer_id",
+        "traffic_class",
+        "client_ref",
+        "idempotency_key",
+    }
+)
+_CUSTOMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_REFERENCE = re.compile(r"[\x21-\x7e]+")
+
+
+class Encoding(StrEnum):
+    """Body encoding on the air interface."""
+
+    GSM7 = "gsm7"
+    UCS2 = "ucs2"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem, in one field."""
+
+    field: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        """JSON shape of the error."""
+        return {"field": self.field, "code": self.code, "message": self.message}
+
+
+class ValidationFailed(Exception):
+    """The input has one or more field errors."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = tuple(errors)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Configurable limits of what the API accepts."""
+
+    traffic_classes: frozenset[str] = frozenset({"default"})
+    default_traffic_class: str = "default"
+    max_segments: int = 6
+    max_batch: int = 1000
+    max_client_ref: int = 64
+    max_idempotency_key: int = 128
+    strict_numbers: bool = True
+
+
+@dataclass(frozen=True)
+class BodyInfo:
+    """How a body goes on the air."""
+
+    encoding: Encoding
+    units: int
+    segments: int
+
+
+@dataclass(frozen=True)
+class ValidMessage:
+    """A message that passed validation, normalised."""
+
+    customer_id: str
+    traffic_class: str
+    destination: str
+    sender_id: str
+    body: str
+    encoding: Encoding
+    segments: int
+    client_ref: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass
+class _Collector:
+    prefix: str
+    errors: list[FieldError] = field(default_factory=list)
+
+    def add(self, name: str, code: str, message: str) -> None:
+        path = f"{self.prefix}.{name}" if self.prefix and name else (self.prefix or name)
+        self.errors.append(FieldError(path, code, message))
+
+
+def is_gsm7(text: str) -> bool:
+    """Whether every character is in the GSM 03.38 basic or extension table."""
+    return all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text)
+
+
+def gsm7_septets(text: str) -> int:
+    """Septets a GSM-7 text takes; extension characters count two."""
+    return sum(2 if ch in GSM7_EXTENSION else 1 for ch in text)
+
+
+def _gsm7_segments(text: str) -> int:
+    total = gsm7_septets(text)
+    if total <= GSM7_SINGLE:
+        return 1
+    segments, used = 1, 0
+    for ch in text:
+        width = 2 if ch in GSM7_EXTENSION else 1
+        if used + width > GSM7_MULTI:
+            segments += 1
+            used = 0
+        used += width
+    return segments
+
+
+def _ucs2_segments(text: str) -> tuple[int, int]:
+    widths = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+    total = sum(widths)
+    if total <= UCS2_SINGLE:
+        return total, 1
+    segments, used = 1, 0
+    for width in widths:
+        if used + width > UCS2_MULTI:
+            segments += 1
+            used = 0
+        used += width
+    return total, segments
+
+
+def body_info(text: str) -> BodyInfo:
+    """Encoding, length in units (septets or UTF-16 units) and segment count of a body."""
+    if is_gsm7(text):
+        return BodyInfo(Encoding.GSM7, gsm7_septets(text), _gsm7_segments(text))
+    units, segments = _ucs2_segments(text)
+    return BodyInfo(Encoding.UCS2, units, segments)
+
+
+class _Unsure:
+    """The fast check cannot decide; ask phonenumbers."""
+
+
+UNSURE = _Unsure()
+_TYPE_DESCS = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+)
+
+
+def _desc_fits(desc: object, length: int) -> str | None:
+    pattern: str | None = getattr(desc, "national_number_pattern", None)
+    if desc is None or not pattern:
+        return None
+    lengths: tuple[int, ...] = getattr(desc, "possible_length", ())
+    if lengths and length not in lengths:
+        return None
+    return pattern
+
+
+@dataclass(frozen=True)
+class _Region:
+    """One region's validity rule, compiled from phonenumbers' own metadata."""
+
+    leading_digits: re.Pattern[str] | None
+    metadata: object
+    _by_length: dict[int, re.Pattern[str] | None] = field(default_factory=dict)
+
+    def valid(self, national: str) -> bool:
+        """What phonenumbers' number-type check says: general pattern and some type match."""
+        length = len(national)
+        if length not in self._by_length:
+            self._by_length[length] = self._compile(length)
+        pattern = self._by_length[length]
+        return pattern is not None and pattern.fullmatch(national) is not None
+
+    def _compile(self, length: int) -> re.Pattern[str] | None:
+        md = self.metadata
+        general = _desc_fits(getattr(md, "general_desc", None), length)
+        if general is None:
+            return None
+        names = list(_TYPE_DESCS)
+        if not getattr(md, "same_mobile_and_fixed_line_pattern", False):
+            names.append("mobile")
+        types = [p for p in (_desc_fits(getattr(md, n, None), length) for n in names) if p]
+        if not types:
+            return None
+        either = "|".join(f"(?:{p})" for p in types)
+        return re.compile(f"(?=(?:{general})$)(?:{either})$")
+
+
+@dataclass(frozen=True)
+class _CallingCode:
+    """How phonenumbers parses and validates numbers of one country calling code."""
+
+    national_prefix: re.Pattern[str] | None
+    regions: tuple[_Region, ...]
+
+
+@functools.cache
+def _calling_code(code: int) -> _CallingCode | None:
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
+    if not regions or phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY in regions:
+        return None
+    compiled = []
+    for region in regions:
+        md = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+        if md is None:
+            return None
+        leading = re.compile(md.leading_digits) if md.leading_digits else None
+        compiled.append(_Region(leading, md))
+    main = phonenumbers.PhoneMetadata.metadata_for_region(regions[0], None)
+    prefix = main.national_prefix_for_parsing if main is not None else None
+    return _CallingCode(re.compile(prefix) if prefix else None, tuple(compiled))
+
+
+def fast_destination(value: str) -> str | _Unsure | None:
+    """The E.164 form of `value`, None if invalid, or `UNSURE`: phonenumbers' strict rule,
+    precompiled per calling code, for plain ``+`` and ASCII digits with nothing to strip.
+    """
+    digits = value[1:]
+    if (
+        not value.startswith("+")
+        or not 3 <= len(digits) <= 15
+        or not digits.isdigit()
+        or not digits.isascii()
+        or digits[0] == "0"
+    ):
+        return UNSURE
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return UNSURE
+    national = digits[size:]
+    rule = _calling_code(code)
+    if rule is None or len(national) < 2 or national[0] == "0":
+        return UNSURE
+    if rule.national_prefix is not None and rule.national_prefix.match(national):
+        return UNSURE
+    if len(rule.regions) == 1:
+        return value if rule.regions[0].valid(national) else None
+    for region in rule.regions:
+        if region.leading_digits is not None:
+            if region.leading_digits.match(national):
+                return value if region.valid(national) else None
+        elif region.valid(national):
+            return value
+    return None
+
+
+def slow_destination(value: str, *, strict: bool = True) -> str | None:
+    """The E.164 form of `value` by phonenumbers itself, or None if not valid."""
+    if not value.startswith("+") or len(value) > 16 or not value[1:].isdigit():
+        return None
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return None
+    ok = phonenumbers.is_valid_number(number) if strict else phonenumbers.is_possible_number(number)
+    if not ok:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_destination(value: str, *, strict: bool = True) -> str | None:
+    """The E.164 form of `value`, or None if it is not a valid international number."""
+    if strict:
+        fast = fast_destination(value)
+        if not isinstance(fast, _Unsure):
+            return fast
+    return _slow_cached(value, strict)
+
+
+@functools.lru_cache(maxsize=65536)
+def _slow_cached(value: str, strict: bool) -> str | None:
+    return slow_destination(value, strict=strict)
+
+
+def sender_id_problem(value: str) -> str | None:
+    """Why `value` is not a usable sender id, or None."""
+    digits = value.removeprefix("+")
+    if digits.isdigit() and digits.isascii():
+        if len(digits) > 15:
+            return "a numeric sender id has at most 15 digits"
+        return None
+    if value.startswith("+"):
+        return "a sender id starting with + must be all digits"
+    if not value.strip():
+        return "sender id must not be blank"
+    if len(value) > 11:
+        return "an alphanumeric sender id has at most 11 characters"
+    if not all(ch in GSM7_BASIC and ch not in "\r\n" for ch in value):
+        return "an alphanumeric sender id must use GSM 03.38 basic characters"
+    return None
+
+
+def validate_message(
+    raw: object,
+    rules: Rules,
+    *,
+    customer_id: str | None = None,
+    path: str = "",
+) -> ValidMessage:
+    """Validate one message; `customer_id` is the authenticated customer, if any."""
+    out = _Collector(path)
+    message = _check(raw, rules, customer_id, out)
+    if out.errors or message is None:
+        raise ValidationFailed(out.errors)
+    return message
+
+
+def validate_batch(raw: object, rules: Rules, *, customer_id: str | None = None) -> list[ValidMessage]:
+    """Validate a batch body ``{"messages": [...]}``; all or nothing."""
+    out = _Collector("")
+    if not isinstance(raw, Mapping):
+        out.add("", "type", "the body must be a JSON object")
+        raise ValidationFailed(out.errors)
+    for name in raw:
+        if name != "messages":
+            out.add(str(name), "unknown_field", "unknown field")
+    items = raw.get("messages")
+    if not isinstance(items, list):
+        out.add(
+            "messages", "type" if "messages" in raw else "required", "messages must be a list of messages"
+        )
+        raise ValidationFailed(out.errors)
+    if not items:
+        out.add("messages", "empty", "a batch needs at least one message")
+    if len(items) > rules.max_batch:
+        out.add("messages", "too_many", f"a batch holds at most {rules.max_batch} messages")
+        raise ValidationFailed(out.errors)
+    valid: list[ValidMessage] = []
+    for index, item in enumerate(items):
+        sub = _Collector(f"messages[{index}]")
+        message = _check(item, rules, customer_id, sub)
+        out.errors.extend(sub.errors)
+        if message is not None:
+            valid.append(message)
+    if out.errors:
+        raise ValidationFailed(out.errors)
+    return valid
+
+
+def _text(raw: Mapping[str, object], name: str, out: _Collector, *, required: bool) -> str | None:
+    if name not in raw or raw[name] is None:
+        if required:
+            out.add(name, "required", "this field is required")
+        return None
+    value = raw[name]
+    if not isinstance(value, str):
+        out.add(name, "type", "must be a string")
+        return None
+    return value
+
+
+def _check(raw: object, rules: Rules, customer_id: str | None, out: _Collector) -> ValidMessage | None:
+    if not isinstance(raw, Mapping):
+        out.add("", "type", "a message must be a JSON object")
+        return None
+    for name in raw:
+        if name not in MESSAGE_FIELDS:
+            out.add(str(name), "unknown_field", "unknown field")
+
+    destination = _text(raw, "destination", out, required=True)
+    normalised: str | None = None
+    if destination is not None:
+        normalised = normalise_destination(destination, strict=rules.strict_numbers)
+        if normalised is None:
+            out.add("destination", "invalid_number", "must be a valid E.164 number such as +4915112345678")
+
+    sender = _text(raw, "sender_id", out, required=True)
+    if sender is not None:
+        problem = sender_id_problem(sender)
+        if problem:
+            out.add("sender_id", "invalid_sender_id", problem)
+
+    body = _text(raw, "body", out, required=True)
+    info: BodyInfo | None = None
+    if body is not None:
+        if not body:
+            out.add("body", "empty", "body must not be empty")
+        elif "\x00" in body:
+            out.add("body", "invalid_character", "body must not contain NUL")
+        else:
+            info = body_info(body)
+            if info.segments > rules.max_segments:
+                out.add(
+                    "body",
+                    "too_many_segments",
+                    f"body needs {info.segments} {info.encoding.value} segments, "
+                    f"at most {rules.max_segments} allowed",
+                )
+
+    customer = _text(raw, "customer_id", out, required=customer_id is None)
+    if customer is not None:
+        if not _CUSTOMER.fullmatch(customer):
+            out.add("customer_id", "invalid", "must be 1-64 of A-Z a-z 0-9 . _ -")
+        elif customer_id is not None and customer != customer_id:
+            out.add("customer_id", "forbidden", "does not match the authenticated customer")
+    customer = customer or customer_id
+
+    traffic = _text(raw, "traffic_class", out, required=False)
+    if traffic is not None and traffic not in rules.traffic_classes:
+        out.add("traffic_class", "unknown", f"must be one of {', '.join(sorted(rules.traffic_classes))}")
+    traffic = traffic or rules.default_traffic_class
+
+    client_ref = _text(raw, "client_ref", out, required=False)
+    if client_ref is not None and not (
+        0 < len(client_ref) <= rules.max_client_ref and _REFERENCE.fullmatch(client_ref)
+    ):
+        out.add(
+            "client_ref",
+            "invalid",
+            f"must be 1-{rules.max_client_ref} printable ASCII characters without spaces",
+        )
+
+    key = _text(raw, "idempotency_key", out, required=False)
+    if key is not None and not (0 < len(key) <= rules.max_idempotency_key and _REFERENCE.fullmatch(key)):
+        out.add(
+            "idempotency_key",
+            "invalid",
+            f"must be 1-{rules.max_idempotency_key} printable ASCII characters without spaces",
+        )
+
+    if out.errors or normalised is None or sender is None or body is None or info is None or customer is None:
+        return None
+    return ValidMessage(
+        customer_id=customer,
+        traffic_class=traffic,
+        destination=normalised,
+        sender_id=sender,
+        body=body,
+        encoding=info.encoding,
+        segments=info.segments,
+        client_ref=client_ref,
+        idempotency_key=key,
+    )

@@ -1,0 +1,1 @@
+"""Monitoring glue: Prometheus configuration and pod discovery for tiergate's own Prometheus."""

@@ -1,0 +1,134 @@
+"""Command-line verbs of `tiergate.sender`: the worker, the ingest API and a test SMSC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import typer
+
+from tiergate.sender.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("TIERGATE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _refuse(exc: ConfigError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def worker(
+    tier: str = typer.Option(None, help="Tier name (env TIERGATE_TIER)"),
+    traffic_class: str = typer.Option(
+        None, help="Queue partition (env TIERGATE_TRAFFIC_CLASS, default the tier)"
+    ),
+    revision: str = typer.Option(None, help="Template revision (env TIERGATE_REVISION)"),
+    store: str = typer.Option(None, help="Store URL (env TIERGATE_STORE_URL)"),
+    upstream: str = typer.Option(None, help="smpp://host:port or http(s)://... (env TIERGATE_UPSTREAM_URL)"),
+    host: str = typer.Option(None, help="HTTP host (env TIERGATE_HTTP_HOST, default 0.0.0.0)"),
+    port: int = typer.Option(None, help="HTTP port (env TIERGATE_HTTP_PORT, default 8080)"),
+    window: int = typer.Option(None, help="Submits in flight (env TIERGATE_WINDOW, default 256)"),
+    rate: float = typer.Option(None, help="Max submits/s (env TIERGATE_UPSTREAM_RATE)"),
+    max_attempts: int = typer.Option(None, help="(env TIERGATE_MAX_ATTEMPTS, default 8)"),
+    max_age: float = typer.Option(None, help="Seconds (env TIERGATE_MAX_AGE, default 21600)"),
+) -> None:
+    """Run a tier's sender worker: lease, submit upstream, serve /healthz /readyz /metrics."""
+    from tiergate.sender.service import run_worker
+    from tiergate.sender.settings import worker_settings
+
+    try:
+        settings = worker_settings(
+            tier=tier,
+            traffic_class=traffic_class,
+            revision=revision,
+            store_url=store,
+            upstream_url=upstream,
+            host=host,
+            port=port,
+            window=window,
+            rate=rate,
+            max_attempts=max_attempts,
+            max_age=max_age,
+        )
+    except ConfigError as exc:
+        _refuse(exc)
+        return
+    _logging()
+    asyncio.run(run_worker(settings))
+
+
+@app.command()
+def smsc(
+    port: int = typer.Option(2775, help="SMPP port"),
+    host: str = typer.Option("127.0.0.1", help="Listen address"),
+    stats_port: int = typer.Option(8025, help="HTTP port for /stats, /metrics, /down, /up"),
+    throttle_rate: float = typer.Option(None, help="Accept at most this many submits/s"),
+    reject_prefix: list[str] = typer.Option(  # noqa: B008
+        None, help="Reject destinations with this prefix (ESME_RINVDSTADR); repeatable"
+    ),
+    receipts: bool = typer.Option(False, help="Send delivery receipts (deliver_sm)"),
+    receipt_delay: float = typer.Option(0.0, help="Seconds before each receipt"),
+) -> None:
+    """Run a test SMSC (smpp34's server) that counts, throttles, rejects and sends receipts."""
+    from tiergate.sender.smsc import TestSmsc, run_smsc
+
+    _logging()
+    asyncio.run(
+        run_smsc(
+            TestSmsc(
+                host,
+                port,
+                stats_port=stats_port,
+                throttle_rate=throttle_rate,
+                reject_prefixes=tuple(reject_prefix or ()),
+                receipts=receipts,
+                receipt_delay=receipt_delay,
+            )
+        )
+    )
+
+
+@app.command()
+def api(
+    store: str = typer.Option(None, help="Store URL (env TIERGATE_STORE_URL)"),
+    host: str = typer.Option(None, help="HTTP host (env TIERGATE_HTTP_HOST, default 0.0.0.0)"),
+    port: int = typer.Option(None, help="HTTP port (env TIERGATE_HTTP_PORT, default 8080)"),
+    tokens_file: str = typer.Option(None, help="File of token=customer lines (env TIERGATE_API_TOKENS_FILE)"),
+    max_queue_depth: int = typer.Option(
+        None, help="429 above this depth per traffic class (env TIERGATE_MAX_QUEUE_DEPTH)"
+    ),
+    customer_rate: float = typer.Option(None, help="Messages/s per customer (env TIERGATE_CUSTOMER_RATE)"),
+) -> None:
+    """Run the ingest API: POST /v1/messages, POST /v1/messages:batch, GET /v1/messages/{id}.
+
+    Tokens also come from TIERGATE_API_TOKENS (token=customer,...); traffic classes from
+    TIERGATE_TRAFFIC_CLASSES; limits from TIERGATE_MAX_SEGMENTS and TIERGATE_MAX_BATCH.
+    """
+    from tiergate.sender.api import run_api
+    from tiergate.sender.settings import api_settings
+
+    try:
+        settings = api_settings(
+            store_url=store,
+            host=host,
+            port=port,
+            tokens_file=tokens_file,
+            max_queue_depth=max_queue_depth,
+            customer_rate=customer_rate,
+        )
+    except ConfigError as exc:
+        _refuse(exc)
+        return
+    _logging()
+    asyncio.run(run_api(settings))

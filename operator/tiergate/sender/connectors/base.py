@@ -1,0 +1,124 @@
+"""The interface every upstream connector keeps, so the worker loop is transport-blind.
+
+A connector submits one message and answers with the upstream's id, or raises one of
+`tiergate.sender.errors` (`TransientError`, `ThrottledError`, `PermanentError`). Delivery
+receipts come back through a handler the worker registers.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tiergate.sender.errors import TransientError
+from tiergate.sender.ratelimit import TokenBucket
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One message as a connector sends it."""
+
+    message_id: str
+    source: str
+    destination: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A delivery receipt: the upstream id, a final state (delivered or failed) and detail."""
+
+    upstream_id: str
+    delivered: bool
+    status: str
+    error: str = ""
+
+
+ReceiptHandler = Callable[[Receipt], Awaitable[None]]
+
+
+class Connector(abc.ABC):
+    """An upstream SMSC or HTTP provider."""
+
+    kind: str = "abstract"
+
+    def __init__(self, *, window: int = 64, rate: float | None = None) -> None:
+        self.window = window
+        self._slots = asyncio.Semaphore(window)
+        self._bucket = TokenBucket(rate) if rate else None
+        self._receipt_handler: ReceiptHandler | None = None
+
+    def on_receipt(self, handler: ReceiptHandler) -> None:
+        """Register the coroutine called for each delivery receipt."""
+        self._receipt_handler = handler
+
+    @property
+    @abc.abstractmethod
+    def bound(self) -> bool:
+        """Whether a submit could be sent right now."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+
+    @abc.abstractmethod
+    async def _submit(self, message: Outbound) -> str:
+        """Send one message; the window and rate limit are already held."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop the connection after answers in flight have come back."""
+
+    async def submit(self, message: Outbound) -> str:
+        """Submit one message within the window and rate limit; return the upstream id."""
+        if not self.bound:
+            raise TransientError(f"{self.kind} upstream not bound", code="not-bound")
+        async with self._slots:
+            if self._bucket is not None:
+                await self._bucket.acquire()
+            return await self._submit(message)
+
+    async def _deliver_receipt(self, receipt: Receipt) -> None:
+        if self._receipt_handler is not None:
+            await self._receipt_handler(receipt)
+
+
+class FaultyConnector(Connector):
+    """Wraps a connector and fails a share of submits, for the ``fail-submits`` fault."""
+
+    kind = "faulty"
+
+    def __init__(self, inner: Connector, share: float, *, seed: int | None = None) -> None:
+        super().__init__(window=inner.window)
+        self.inner = inner
+        self.share = share
+        self._rng = random.Random(seed)
+
+    @property
+    def bound(self) -> bool:
+        """Whether the wrapped connector is bound."""
+        return self.inner.bound
+
+    def on_receipt(self, handler: ReceiptHandler) -> None:
+        """Register the receipt handler on the wrapped connector."""
+        self.inner.on_receipt(handler)
+
+    async def start(self) -> None:
+        """Start the wrapped connector."""
+        await self.inner.start()
+
+    async def submit(self, message: Outbound) -> str:
+        """Fail this submit with the configured share, else pass it on."""
+        if self._rng.random() < self.share:
+            raise TransientError("Injected submit failure (fault fail-submits)", code="fault")
+        return await self.inner.submit(message)
+
+    async def _submit(self, message: Outbound) -> str:
+        return await self.inner.submit(message)
+
+    async def close(self) -> None:
+        """Close the wrapped connector."""
+        await self.inner.close()

@@ -1,0 +1,77 @@
+"""The sender's Prometheus metrics; the rollout gates query these exact names.
+
+Tier and revision are labels wherever a bad release would show, so a gate can compare the
+new revision against the old one within a tier.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ACCEPTED = Counter(
+    "tiergate_sender_accepted",
+    "Messages accepted by the ingest API (answered 202 after the durable write)",
+    ["traffic_class"],
+)
+REJECTED = Counter(
+    "tiergate_sender_rejected",
+    "Requests refused by the ingest API, by HTTP status",
+    ["status"],
+)
+SUBMITS = Counter(
+    "tiergate_sender_submits",
+    "Submits to the upstream, by result (ok, error, throttled)",
+    ["tier", "revision", "traffic_class", "result"],
+)
+DISCARDS = Counter(
+    "tiergate_sender_discards",
+    "Messages given up on, by reason",
+    ["tier", "revision", "traffic_class", "reason"],
+)
+RETRIES = Counter(
+    "tiergate_sender_retries",
+    "Submits scheduled for another attempt",
+    ["tier", "revision"],
+)
+RECEIPTS = Counter(
+    "tiergate_sender_receipts",
+    "Delivery receipts received, by final state",
+    ["tier", "revision", "state"],
+)
+QUEUE_DEPTH = Gauge(
+    "tiergate_sender_queue_depth",
+    "Messages queued and not yet submitted",
+    ["traffic_class"],
+)
+OLDEST_QUEUED_AGE = Gauge(
+    "tiergate_sender_oldest_queued_age_seconds",
+    "Age of the oldest message queued and not yet submitted",
+    ["traffic_class"],
+)
+IN_FLIGHT = Gauge(
+    "tiergate_sender_in_flight",
+    "Submits sent upstream and not yet answered",
+    ["tier", "revision"],
+)
+SUBMIT_LATENCY = Histogram(
+    "tiergate_sender_submit_latency_seconds",
+    "Time from sending a submit to the upstream's answer",
+    ["tier", "revision"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RECEIPT_LATENCY = Histogram(
+    "tiergate_sender_receipt_latency_seconds",
+    "Time from a message's acceptance to its delivery receipt",
+    ["tier", "revision"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+WORKER_READY = Gauge(
+    "tiergate_sender_worker_ready",
+    "1 when the worker can really send (store reachable, upstream bound, loop running)",
+    ["tier", "revision"],
+)
+UPSTREAM_BOUND = Gauge(
+    "tiergate_sender_upstream_bound",
+    "1 when the upstream connection is bound",
+    ["tier", "revision"],
+)

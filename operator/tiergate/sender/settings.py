@@ -1,0 +1,201 @@
+"""Settings of the sender processes, from CLI flags with environment fallbacks.
+
+Pods get their settings from the environment (the operator sets ``TIERGATE_TIER``,
+``TIERGATE_REVISION``, ...; SMPP credentials come from a Secret); flags win for local use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tiergate.domain.messages import Rules
+from tiergate.sender.errors import ConfigError
+from tiergate.sender.faults import ALLOW_ENV, Faults, allowed_from_env, parse_faults
+
+
+def default_store_url(env: Mapping[str, str]) -> str:
+    """``sqlite:///`` + a file under ``$TIERGATE_DATA_DIR`` (default ./tiergate-data)."""
+    data_dir = Path(env.get("TIERGATE_DATA_DIR") or "tiergate-data").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite://{data_dir / 'tiergate.db'}"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything `tiergate sender worker` needs."""
+
+    tier: str
+    traffic_class: str
+    revision: str
+    store_url: str
+    upstream_url: str
+    system_id: str = field(repr=False, default="")
+    password: str = field(repr=False, default="")
+    host: str = "0.0.0.0"
+    port: int = 8080
+    faults: Faults = field(default_factory=Faults)
+    window: int = 256
+    rate: float | None = None
+    max_attempts: int = 8
+    max_age: float = 6 * 3600.0
+    visibility_timeout: float = 60.0
+
+
+def worker_settings(
+    *,
+    tier: str | None,
+    traffic_class: str | None = None,
+    revision: str | None = None,
+    store_url: str | None = None,
+    upstream_url: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    faults: str | None = None,
+    window: int | None = None,
+    rate: float | None = None,
+    max_attempts: int | None = None,
+    max_age: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> WorkerSettings:
+    """Resolve worker settings: flag, else environment, else default; validate."""
+    env = os.environ if env is None else env
+    tier = tier or env.get("TIERGATE_TIER", "")
+    if not tier:
+        raise ConfigError("No tier: pass --tier or set TIERGATE_TIER")
+    upstream = upstream_url or env.get("TIERGATE_UPSTREAM_URL", "")
+    if not upstream:
+        raise ConfigError("No upstream: pass --upstream or set TIERGATE_UPSTREAM_URL")
+    fault_spec = faults if faults is not None else env.get("TIERGATE_FAULTS", "")
+    return WorkerSettings(
+        tier=tier,
+        traffic_class=traffic_class or env.get("TIERGATE_TRAFFIC_CLASS") or tier,
+        revision=revision or env.get("TIERGATE_REVISION") or "unknown",
+        store_url=store_url or env.get("TIERGATE_STORE_URL") or default_store_url(env),
+        upstream_url=upstream,
+        system_id=env.get("TIERGATE_SMPP_SYSTEM_ID", ""),
+        password=env.get("TIERGATE_SMPP_PASSWORD", ""),
+        host=host or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
+        port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
+        faults=parse_faults(fault_spec, allowed=allowed_from_env(env.get(ALLOW_ENV))),
+        window=window or _int(env, "TIERGATE_WINDOW", 256),
+        rate=rate if rate is not None else _float_or_none(env, "TIERGATE_UPSTREAM_RATE"),
+        max_attempts=max_attempts or _int(env, "TIERGATE_MAX_ATTEMPTS", 8),
+        max_age=max_age or float(_float_or_none(env, "TIERGATE_MAX_AGE") or 6 * 3600.0),
+        visibility_timeout=float(_float_or_none(env, "TIERGATE_VISIBILITY_TIMEOUT") or 60.0),
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float_or_none(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def api_rules(env: Mapping[str, str]) -> Rules:
+    """Validation rules from ``TIERGATE_TRAFFIC_CLASSES`` and the limit variables."""
+    classes = frozenset(
+        c.strip() for c in (env.get("TIERGATE_TRAFFIC_CLASSES") or "default").split(",") if c.strip()
+    )
+    default = env.get("TIERGATE_DEFAULT_TRAFFIC_CLASS") or sorted(classes)[0]
+    if default not in classes:
+        raise ConfigError(f"Default traffic class {default!r} is not in {sorted(classes)}")
+    return Rules(
+        traffic_classes=classes,
+        default_traffic_class=default,
+        max_segments=_int(env, "TIERGATE_MAX_SEGMENTS", 6),
+        max_batch=_int(env, "TIERGATE_MAX_BATCH", 1000),
+    )
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Everything `tiergate sender api` needs."""
+
+    store_url: str
+    tokens: Mapping[str, str] = field(repr=False, default_factory=dict)
+    rules: Rules = field(default_factory=Rules)
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_queue_depth: int | None = None
+    customer_rate: float | None = None
+    stats_interval: float = 0.5
+
+
+def token_digest(token: str) -> str:
+    """The form tokens are kept in memory: a SHA-256 hex digest."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_tokens(text: str) -> dict[str, str]:
+    """Tokens from ``token=customer`` items, separated by commas or newlines (# comments)."""
+    tokens: dict[str, str] = {}
+    for raw in text.replace(",", "\n").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        token, sep, customer = line.partition("=")
+        if not sep or not token.strip() or not customer.strip():
+            raise ConfigError("Token entries must be token=customer_id")
+        tokens[token_digest(token.strip())] = customer.strip()
+    return tokens
+
+
+def load_tokens(inline: str | None, path: str | None) -> dict[str, str]:
+    """Merge tokens given inline and in a file."""
+    tokens: dict[str, str] = {}
+    if path:
+        try:
+            tokens.update(parse_tokens(Path(path).read_text()))
+        except OSError as exc:
+            raise ConfigError(f"Token file unreadable path={path}: {exc.strerror}") from None
+    if inline:
+        tokens.update(parse_tokens(inline))
+    return tokens
+
+
+def api_settings(
+    *,
+    store_url: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    tokens_file: str | None = None,
+    max_queue_depth: int | None = None,
+    customer_rate: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ApiSettings:
+    """Resolve ingest API settings: flag, else environment, else default; validate."""
+    env = os.environ if env is None else env
+    tokens = load_tokens(env.get("TIERGATE_API_TOKENS"), tokens_file or env.get("TIERGATE_API_TOKENS_FILE"))
+    if not tokens:
+        raise ConfigError("No API tokens: set TIERGATE_API_TOKENS or TIERGATE_API_TOKENS_FILE")
+    depth = (
+        max_queue_depth if max_queue_depth is not None else (_int(env, "TIERGATE_MAX_QUEUE_DEPTH", 0) or None)
+    )
+    rate = customer_rate if customer_rate is not None else _float_or_none(env, "TIERGATE_CUSTOMER_RATE")
+    return ApiSettings(
+        store_url=store_url or env.get("TIERGATE_STORE_URL") or default_store_url(env),
+        tokens=tokens,
+        rules=api_rules(env),
+        host=host or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
+        port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
+        max_queue_depth=depth,
+        customer_rate=rate,
+    )

@@ -1,0 +1,347 @@
+"""The tier worker loop: lease, submit within a window, record the outcome, repeat.
+
+One `Worker` serves one traffic class for one tier and revision. Outcomes and delivery
+receipts are written in batches, so a fast upstream is not held back by one commit per
+message. A worker that stops (SIGTERM) leases nothing more, waits for submits in flight,
+and hands back what it never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import Counter
+
+from tiergate.sender import metrics
+from tiergate.sender.connectors.base import Connector, Outbound, Receipt
+from tiergate.sender.errors import PermanentError, ThrottledError, TransientError, UpstreamError
+from tiergate.sender.retry import REASON_REJECTED, RetryPolicy
+from tiergate.store import (
+    Discard,
+    Message,
+    Outcome,
+    Release,
+    RetryLater,
+    Store,
+    Submitted,
+    WorkerIdentity,
+)
+from tiergate.store import Receipt as StoreReceipt
+
+log = logging.getLogger(__name__)
+
+RECEIPT_MEMORY = 100_000
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Tuning of one worker."""
+
+    window: int = 256
+    lease_batch: int = 128
+    visibility_timeout: float = 60.0
+    poll_interval: float = 0.05
+    max_poll_interval: float = 0.5
+    drain_timeout: float = 20.0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+class Worker:
+    """Moves one traffic class's queue to the upstream."""
+
+    def __init__(
+        self,
+        store: Store,
+        connector: Connector,
+        identity: WorkerIdentity,
+        traffic_class: str,
+        options: WorkerOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+    ) -> None:
+        self.store = store
+        self.connector = connector
+        self.identity = identity
+        self.traffic_class = traffic_class
+        self.options = options = options or WorkerOptions()
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(options.window)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes: asyncio.Queue[tuple[Outcome, str]] = asyncio.Queue()
+        self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
+        self._pause_until = 0.0
+        self._throttle_streak = 0
+        self._accepted_at: dict[str, float] = {}
+        self.running = False
+        self.heartbeat = 0.0
+        labels = {"tier": identity.tier, "revision": identity.revision}
+        self._in_flight = metrics.IN_FLIGHT.labels(**labels)
+        self._latency = metrics.SUBMIT_LATENCY.labels(**labels)
+        self._retries = metrics.RETRIES.labels(**labels)
+        self._receipt_latency = metrics.RECEIPT_LATENCY.labels(**labels)
+        # Every result series exists from the start at zero, so an error ratio of a healthy
+        # revision is 0, not "no data".
+        for result in ("ok", "error", "throttled"):
+            self._submits(result)
+        connector.on_receipt(self._receipts_put)
+
+    def _submits(self, result: str) -> Counter:
+        return metrics.SUBMITS.labels(
+            tier=self.identity.tier,
+            revision=self.identity.revision,
+            traffic_class=self.traffic_class,
+            result=result,
+        )
+
+    async def _receipts_put(self, receipt: Receipt) -> None:
+        self._receipts.put_nowait(receipt)
+
+    def stop(self) -> None:
+        """Ask the loop to stop leasing and drain."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Lease and submit until stopped, then drain what is in flight."""
+        completer = asyncio.create_task(self._complete_loop(), name="worker-complete")
+        receipts = asyncio.create_task(self._receipt_loop(), name="worker-receipts")
+        self.running = True
+        log.info(
+            "Worker started tier=%s revision=%s traffic_class=%s window=%d",
+            self.identity.tier,
+            self.identity.revision,
+            self.traffic_class,
+            self.options.window,
+        )
+        try:
+            await self._lease_loop()
+        finally:
+            self.running = False
+            await self._drain()
+            for task in (completer, receipts):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self._flush_outcomes()
+            await self._flush_receipts()
+            log.info("Worker stopped tier=%s revision=%s", self.identity.tier, self.identity.revision)
+
+    async def _lease_loop(self) -> None:
+        idle = self.options.poll_interval
+        while not self._stopping.is_set():
+            self.heartbeat = time.monotonic()
+            now = time.monotonic()
+            if now < self._pause_until:
+                await self._sleep(self._pause_until - now)
+                continue
+            if not self.connector.bound:
+                await self._sleep(0.1)
+                continue
+            free = self._free_slots()
+            if free <= 0:
+                await self._sleep(0.005)
+                continue
+            try:
+                leased = await self.store.lease(
+                    self.traffic_class,
+                    self.identity,
+                    min(free, self.options.lease_batch),
+                    self.options.visibility_timeout,
+                )
+            except Exception as exc:
+                log.warning("Lease failed traffic_class=%s error=%r", self.traffic_class, exc)
+                await self._sleep(1.0)
+                continue
+            if not leased:
+                await self._sleep(idle)
+                idle = min(self.options.max_poll_interval, idle * 2)
+                continue
+            idle = self.options.poll_interval
+            for message in leased:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._send(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _free_slots(self) -> int:
+        return self.options.window - len(self._tasks)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        log.info("Worker draining in_flight=%d", len(self._tasks))
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=self.options.drain_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _send(self, message: Message) -> None:
+        owner = self.identity.owner
+        try:
+            age = self._clock() - message.created_at.timestamp()
+            if age >= self.options.policy.max_age:
+                self._discard(message, "max-age", None)
+                return
+            self._in_flight.inc()
+            started = time.perf_counter()
+            try:
+                upstream_id = await self.connector.submit(
+                    Outbound(
+                        message_id=message.id,
+                        source=message.sender_id,
+                        destination=message.destination,
+                        body=message.body,
+                    )
+                )
+            finally:
+                self._in_flight.dec()
+            self._latency.observe(time.perf_counter() - started)
+            self._submits("ok").inc()
+            self._throttle_streak = 0
+            self._remember(upstream_id, message.created_at.timestamp())
+            self._outcomes.put_nowait((Submitted(message.id, owner, upstream_id), ""))
+        except asyncio.CancelledError:
+            self._outcomes.put_nowait((Release(message.id, owner), ""))
+        except ThrottledError as exc:
+            self._submits("throttled").inc()
+            self._throttle_streak += 1
+            delay = self.options.policy.throttle_backoff(self._throttle_streak, exc.retry_after, self._rng)
+            self._pause_until = max(self._pause_until, time.monotonic() + delay)
+            self._retries.inc()
+            self._outcomes.put_nowait((Release(message.id, owner), ""))
+        except PermanentError as exc:
+            self._submits("error").inc()
+            self._discard(message, REASON_REJECTED, exc)
+        except TransientError as exc:
+            self._submits("error").inc()
+            self._transient(message, exc)
+        except Exception as exc:
+            log.exception("Submit crashed message_id=%s", message.id)
+            self._submits("error").inc()
+            self._transient(message, TransientError(repr(exc), code="internal"))
+        finally:
+            self._slots.release()
+
+    def _remember(self, upstream_id: str, created: float) -> None:
+        self._accepted_at[upstream_id] = created
+        if len(self._accepted_at) > RECEIPT_MEMORY:
+            del self._accepted_at[next(iter(self._accepted_at))]
+
+    def _transient(self, message: Message, exc: UpstreamError) -> None:
+        age = self._clock() - message.created_at.timestamp()
+        reason = self.options.policy.give_up_reason(message.attempts, age)
+        if reason is not None:
+            self._discard(message, reason, exc)
+            return
+        delay = self.options.policy.backoff(message.attempts, self._rng)
+        not_before = datetime.fromtimestamp(self._clock(), UTC) + timedelta(seconds=delay)
+        self._retries.inc()
+        self._outcomes.put_nowait(
+            (RetryLater(message.id, self.identity.owner, not_before, _describe(exc)), "")
+        )
+
+    def _discard(self, message: Message, reason: str, exc: UpstreamError | None) -> None:
+        metrics.DISCARDS.labels(
+            tier=self.identity.tier,
+            revision=self.identity.revision,
+            traffic_class=self.traffic_class,
+            reason=reason,
+        ).inc()
+        log.warning(
+            "Message discarded message_id=%s customer=%s reason=%s attempts=%d upstream_error=%s",
+            message.id,
+            message.customer_id,
+            reason,
+            message.attempts,
+            _describe(exc) if exc else "",
+        )
+        self._outcomes.put_nowait(
+            (Discard(message.id, self.identity.owner, reason, _describe(exc) if exc else None), reason)
+        )
+
+    async def _complete_loop(self) -> None:
+        while True:
+            first = await self._outcomes.get()
+            batch = [first]
+            while not self._outcomes.empty() and len(batch) < 512:
+                batch.append(self._outcomes.get_nowait())
+            await self._write_outcomes(batch)
+
+    async def _flush_outcomes(self) -> None:
+        batch = []
+        while not self._outcomes.empty():
+            batch.append(self._outcomes.get_nowait())
+        if batch:
+            await self._write_outcomes(batch)
+
+    async def _write_outcomes(self, batch: list[tuple[Outcome, str]]) -> None:
+        for attempt in range(5):
+            try:
+                results = await self.store.complete([outcome for outcome, _ in batch])
+            except Exception as exc:
+                log.warning(
+                    "Outcomes not recorded count=%d attempt=%d error=%r", len(batch), attempt + 1, exc
+                )
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+                continue
+            stale = sum(1 for ok in results if not ok)
+            if stale:
+                log.warning("Outcomes refused for lost leases count=%d", stale)
+            return
+        log.error("Outcomes dropped after retries count=%d; leases will expire and resend", len(batch))
+
+    async def _receipt_loop(self) -> None:
+        while True:
+            first = await self._receipts.get()
+            batch = [first]
+            while not self._receipts.empty() and len(batch) < 512:
+                batch.append(self._receipts.get_nowait())
+            await self._write_receipts(batch)
+
+    async def _flush_receipts(self) -> None:
+        batch = []
+        while not self._receipts.empty():
+            batch.append(self._receipts.get_nowait())
+        if batch:
+            await self._write_receipts(batch)
+
+    async def _write_receipts(self, batch: list[Receipt]) -> None:
+        records = [StoreReceipt(r.upstream_id, r.delivered, _receipt_detail(r)) for r in batch]
+        try:
+            updated = await self.store.record_receipts(records)
+        except Exception as exc:
+            log.warning("Receipts not recorded count=%d error=%r", len(batch), exc)
+            return
+        now = self._clock()
+        for receipt, message in zip(batch, updated, strict=True):
+            state = "delivered" if receipt.delivered else "failed"
+            metrics.RECEIPTS.labels(
+                tier=self.identity.tier, revision=self.identity.revision, state=state
+            ).inc()
+            created = self._accepted_at.pop(receipt.upstream_id, None)
+            if created is None and message is not None:
+                created = message.created_at.timestamp()
+            if created is not None:
+                self._receipt_latency.observe(max(0.0, now - created))
+
+
+def _describe(exc: UpstreamError) -> str:
+    return f"{exc.code}: {exc}" if exc.code else str(exc)
+
+
+def _receipt_detail(receipt: Receipt) -> str:
+    return f"stat={receipt.status} err={receipt.error}" if receipt.error else receipt.status

@@ -1,0 +1,175 @@
+"""The worker loop against the smpp34 test SMSC over real SMPP, on a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from tests.plugins.smsc import eventually, free_port
+
+from tiergate.sender.connectors.base import FaultyConnector
+from tiergate.sender.connectors.smpp import SmppConnector
+from tiergate.sender.retry import RetryPolicy
+from tiergate.sender.smsc import TestSmsc
+from tiergate.sender.worker import Worker, WorkerOptions
+from tiergate.store import Encoding, MessageState, NewMessage, Store, WorkerIdentity, open_store
+
+FAST = RetryPolicy(
+    max_attempts=3, base_delay=0.05, max_delay=0.2, throttle_delay=0.05, max_throttle_delay=0.2
+)
+
+
+def new(i: int, destination: str = "+4915112345678") -> NewMessage:
+    return NewMessage("cust-1", "bulk", destination, "Acme", f"msg {i}", Encoding.GSM7, 1)
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> AsyncIterator[Store]:
+    s = await open_store(sqlite_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    store: Store,
+    port: int,
+    *,
+    policy: RetryPolicy = FAST,
+    fail_share: float = 0.0,
+    rate: float | None = None,
+) -> AsyncIterator[Worker]:
+    connector: SmppConnector | FaultyConnector = SmppConnector(
+        "127.0.0.1", port, "esme", "pw", window=64, rate=rate, submit_timeout=3.0, reconnect_min_delay=0.2
+    )
+    if fail_share:
+        connector = FaultyConnector(connector, fail_share, seed=1)
+    await connector.start()
+    worker = Worker(
+        store,
+        connector,
+        WorkerIdentity("w1", "bulk", "r1"),
+        "bulk",
+        WorkerOptions(window=64, visibility_timeout=10.0, policy=policy),
+        seed=1,
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+        await connector.close()
+
+
+async def states(store: Store, ids: list[str]) -> dict[str, MessageState]:
+    out = {}
+    for id_ in ids:
+        view = await store.get(id_)
+        assert view is not None
+        out[id_] = view.message.state
+    return out
+
+
+async def all_in(store: Store, ids: list[str], wanted: set[MessageState]) -> bool:
+    return all(s in wanted for s in (await states(store, ids)).values())
+
+
+async def test_messages_are_submitted_and_receipts_mark_them_delivered(store: Store, smsc: TestSmsc) -> None:
+    ids = [r.id for r in await store.enqueue([new(i) for i in range(200)])]
+    async with running_worker(store, smsc.port):
+        await eventually(lambda: all_in(store, ids, {MessageState.DELIVERED}), within=30)
+    assert smsc.stats.accepted == 200
+    assert smsc.stats.snapshot()["duplicates"] == 0
+    view = await store.get(ids[0])
+    assert view is not None
+    assert view.message.upstream_message_id
+    assert {h.state for h in view.history} >= {
+        MessageState.QUEUED,
+        MessageState.SUBMITTED,
+        MessageState.DELIVERED,
+    }
+
+
+async def test_permanent_reject_discards_at_once_with_reason(store: Store) -> None:
+    smsc = TestSmsc("127.0.0.1", free_port(), reject_prefixes=("+4930",))
+    await smsc.start()
+    try:
+        good = [r.id for r in await store.enqueue([new(i) for i in range(5)])]
+        bad = [r.id for r in await store.enqueue([new(i, "+493012345678") for i in range(3)])]
+        async with running_worker(store, smsc.port):
+            await eventually(lambda: all_in(store, bad, {MessageState.DISCARDED}))
+            await eventually(lambda: all_in(store, good, {MessageState.SUBMITTED}))
+    finally:
+        await smsc.stop()
+    view = await store.get(bad[0])
+    assert view is not None
+    assert view.message.attempts == 1
+    from tiergate.store import DiscardFilter
+
+    page = await store.list_discards(DiscardFilter())
+    assert {d.message_id for d in page.items} == set(bad)
+    event = page.items[0]
+    assert event.reason == "rejected"
+    assert event.upstream_error is not None and "ESME_RINVDSTADR" in event.upstream_error
+    assert (event.tier, event.revision) == ("bulk", "r1")
+
+
+async def test_throttling_backs_off_and_everything_still_arrives(store: Store) -> None:
+    smsc = TestSmsc("127.0.0.1", free_port(), throttle_rate=100)
+    await smsc.start()
+    try:
+        ids = [r.id for r in await store.enqueue([new(i) for i in range(300)])]
+        async with running_worker(store, smsc.port):
+            await eventually(lambda: all_in(store, ids, {MessageState.SUBMITTED}), within=60)
+    finally:
+        await smsc.stop()
+    assert smsc.stats.throttled > 0
+    assert smsc.stats.accepted == 300
+    assert smsc.stats.snapshot()["duplicates"] == 0
+    from tiergate.store import DiscardFilter
+
+    assert (await store.list_discards(DiscardFilter())).items == ()
+
+
+async def test_upstream_down_then_back_delivers_everything(store: Store, smsc: TestSmsc) -> None:
+    await smsc.bring_down()
+    ids = [r.id for r in await store.enqueue([new(i) for i in range(100)])]
+    async with running_worker(store, smsc.port) as worker:
+        await asyncio.sleep(1.5)
+        assert not worker.connector.bound
+        assert await all_in(store, ids, {MessageState.QUEUED})
+        more = [r.id for r in await store.enqueue([new(i) for i in range(100, 150)])]
+        await smsc.bring_up()
+        await eventually(lambda: all_in(store, ids + more, {MessageState.DELIVERED}), within=40)
+    assert smsc.stats.snapshot()["duplicates"] == 0
+
+
+async def test_transient_failures_retry_then_discard_after_max_attempts(store: Store, smsc: TestSmsc) -> None:
+    ids = [r.id for r in await store.enqueue([new(i) for i in range(10)])]
+    async with running_worker(store, smsc.port, fail_share=1.0):
+        await eventually(lambda: all_in(store, ids, {MessageState.DISCARDED}), within=30)
+    view = await store.get(ids[0])
+    assert view is not None
+    assert view.message.attempts == FAST.max_attempts
+    from tiergate.store import DiscardFilter
+
+    page = await store.list_discards(DiscardFilter())
+    assert {d.reason for d in page.items} == {"max-attempts"}
+    assert all(d.upstream_error and "fault" in d.upstream_error for d in page.items)
+    assert smsc.stats.submits == 0
+
+
+async def test_per_connector_rate_limit_holds(store: Store, smsc: TestSmsc) -> None:
+    ids = [r.id for r in await store.enqueue([new(i) for i in range(60)])]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with running_worker(store, smsc.port, rate=40):
+        await eventually(
+            lambda: all_in(store, ids, {MessageState.SUBMITTED, MessageState.DELIVERED}), within=30
+        )
+    assert loop.time() - started >= 1.0

@@ -1,0 +1,132 @@
+"""Fixtures for the sender's tests: the smpp34-backed test SMSC, free ports and processes.
+
+Register with ``pytest_plugins = ["tests.plugins.smsc"]`` (or the module path in use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tiergate.sender.smsc import TestSmsc
+
+TIERGATE = [str(Path(sys.executable).parent / "tiergate")]
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def smsc() -> AsyncIterator[TestSmsc]:
+    """An in-process test SMSC on a free loopback port, sending delivery receipts."""
+    server = TestSmsc("127.0.0.1", free_port(), receipts=True)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite store URL."""
+    return f"sqlite://{tmp_path / 'tiergate.db'}"
+
+
+class Proc:
+    """A tiergate subprocess with its log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log = log
+        self._out = log.open("ab")
+        self.popen = subprocess.Popen(
+            [*TIERGATE, *args],
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill9(self) -> None:
+        """SIGKILL and reap."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def close(self) -> None:
+        """Kill if still running and close the log."""
+        self.kill9()
+        self._out.close()
+
+    def output(self) -> str:
+        """What the process wrote so far."""
+        return self.log.read_text(errors="replace")
+
+
+def wait_http(url: str, timeout: float = 30.0, status: int | None = None) -> httpx.Response:
+    """Poll `url` until it answers (with `status`, if given)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=2.0)
+            if status is None or response.status_code == status:
+                return response
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in {timeout}s: {last!r}")
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start ``tiergate`` subprocesses; all are killed at teardown."""
+    procs: list[Proc] = []
+    counter = iter(range(1000))
+
+    def start(*args: str, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        full_env.update(env or {})
+        proc = Proc(list(args), full_env, tmp_path / f"{name}-{next(counter)}.log")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.close()
+
+
+async def eventually(check: Callable[[], object], within: float = 30.0, interval: float = 0.1) -> None:
+    """Await until `check()` (sync or async) is truthy, else fail."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {within}s")
+        await asyncio.sleep(interval)

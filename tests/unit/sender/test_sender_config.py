@@ -1,0 +1,144 @@
+"""Pure parts of the sender: fault switch, settings, retry policy, SMPP status mapping."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tiergate.sender.connectors.smpp import classify_status, destination_address, source_address
+from tiergate.sender.errors import ConfigError, PermanentError, ThrottledError, TransientError
+from tiergate.sender.faults import Faults, parse_faults
+from tiergate.sender.retry import RetryPolicy
+from tiergate.sender.settings import api_settings, parse_tokens, token_digest, worker_settings
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("", Faults()),
+        ("no-bind", Faults(no_bind=True)),
+        ("fail-submits=0.3", Faults(fail_submits=0.3)),
+        ("slow-start=5", Faults(slow_start=5.0)),
+        (" no-bind , fail-submits=1 ", Faults(no_bind=True, fail_submits=1.0)),
+    ],
+)
+def test_faults_parse_when_allowed(spec: str, expected: Faults) -> None:
+    assert parse_faults(spec, allowed=True) == expected
+
+
+@pytest.mark.parametrize("spec", ["no-bind", "fail-submits=0.1", "slow-start=1"])
+def test_faults_refused_without_allow_flag(spec: str) -> None:
+    with pytest.raises(ConfigError, match="TIERGATE_ALLOW_FAULTS"):
+        parse_faults(spec, allowed=False)
+
+
+@pytest.mark.parametrize(
+    "spec", ["explode", "fail-submits=2", "fail-submits=x", "slow-start=-1", "no-bind=1"]
+)
+def test_bad_faults(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_faults(spec, allowed=True)
+
+
+def test_faults_describe_round_trips() -> None:
+    faults = Faults(no_bind=True, fail_submits=0.25, slow_start=3)
+    assert parse_faults(faults.describe(), allowed=True) == faults
+
+
+def test_worker_settings_from_env(tmp_path: object) -> None:
+    env = {
+        "TIERGATE_TIER": "gold",
+        "TIERGATE_REVISION": "abc",
+        "TIERGATE_UPSTREAM_URL": "smpp://smsc:2775",
+        "TIERGATE_STORE_URL": "sqlite:///x.db",
+        "TIERGATE_SMPP_SYSTEM_ID": "sys",
+        "TIERGATE_SMPP_PASSWORD": "pw",
+        "TIERGATE_HTTP_PORT": "9000",
+    }
+    s = worker_settings(tier=None, env=env)
+    assert (s.tier, s.traffic_class, s.revision, s.port) == ("gold", "gold", "abc", 9000)
+    assert (s.system_id, s.password) == ("sys", "pw")
+    assert "pw" not in repr(s)
+    flagged = worker_settings(tier="silver", traffic_class="bulk", port=1, env=env)
+    assert (flagged.tier, flagged.traffic_class, flagged.port) == ("silver", "bulk", 1)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TIERGATE_UPSTREAM_URL": "smpp://h:1"},
+        {"TIERGATE_TIER": "t"},
+        {"TIERGATE_TIER": "t", "TIERGATE_UPSTREAM_URL": "smpp://h:1", "TIERGATE_FAULTS": "no-bind"},
+        {"TIERGATE_TIER": "t", "TIERGATE_UPSTREAM_URL": "smpp://h:1", "TIERGATE_HTTP_PORT": "x"},
+    ],
+)
+def test_worker_settings_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        worker_settings(tier=None, env={"TIERGATE_STORE_URL": "sqlite:///x.db", **env})
+
+
+def test_api_settings_and_tokens() -> None:
+    env = {
+        "TIERGATE_API_TOKENS": "a=c1, b=c2",
+        "TIERGATE_STORE_URL": "sqlite:///x.db",
+        "TIERGATE_TRAFFIC_CLASSES": "otp,bulk",
+        "TIERGATE_MAX_QUEUE_DEPTH": "10",
+    }
+    s = api_settings(env=env)
+    assert s.tokens[token_digest("a")] == "c1"
+    assert "a" not in s.tokens
+    assert s.rules.traffic_classes == {"otp", "bulk"}
+    assert s.max_queue_depth == 10
+    with pytest.raises(ConfigError):
+        api_settings(env={"TIERGATE_STORE_URL": "sqlite:///x.db"})
+    with pytest.raises(ConfigError):
+        parse_tokens("no-separator")
+
+
+def test_retry_backoff_grows_caps_and_jitters() -> None:
+    policy = RetryPolicy(base_delay=1, max_delay=10)
+    rng = random.Random(0)
+    delays = [policy.backoff(n, rng) for n in range(1, 8)]
+    assert 0.5 <= delays[0] <= 1
+    assert 4 <= delays[3] <= 8
+    assert all(d <= 10 for d in delays)
+    assert policy.throttle_backoff(1, 7.0, rng) >= 7.0
+
+
+@pytest.mark.parametrize(
+    ("attempts", "age", "reason"),
+    [(1, 0, None), (8, 0, "max-attempts"), (2, 6 * 3600, "max-age")],
+)
+def test_give_up(attempts: int, age: float, reason: str | None) -> None:
+    assert RetryPolicy().give_up_reason(attempts, age) == reason
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("ESME_ROK", None),
+        ("ESME_RTHROTTLED", ThrottledError),
+        ("ESME_RMSGQFUL", ThrottledError),
+        ("ESME_RINVDSTADR", PermanentError),
+        ("ESME_RINVSRCADR", PermanentError),
+        ("ESME_RX_R_APPN", PermanentError),
+        ("ESME_RSYSERR", TransientError),
+        ("ESME_RSUBMITFAIL", TransientError),
+        ("ESME_RUNKNOWNERR", TransientError),
+    ],
+)
+def test_classify_status(name: str, kind: type | None) -> None:
+    error = classify_status(name, 0x58)
+    if kind is None:
+        assert error is None
+    else:
+        assert type(error) is kind
+        assert error is not None and name in error.code
+
+
+def test_smpp_addresses() -> None:
+    assert (source_address("Acme").ton, source_address("Acme").npi) == (5, 0)
+    assert source_address("+4915112345678").number == "4915112345678"
+    assert destination_address("+4915112345678").number == "4915112345678"
+    assert destination_address("+4915112345678").ton == 1
