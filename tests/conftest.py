@@ -1,9 +1,10 @@
-"""Shared pytest plugins: real servers for the integration tiers."""
+"""Shared pytest plugins: real servers for the integration tiers (order: a plugin after those it imports)."""
 
 pytest_plugins = [
-    "tests.plugins.cluster",
-    "tests.plugins.operator",
-    "tests.plugins.postgres",
-    "tests.plugins.prometheus",
     "tests.plugins.smsc",
+    "tests.plugins.postgres",
+    "tests.plugins.cluster",
+    "tests.plugins.prometheus",
+    "tests.plugins.operator",
+    "tests.plugins.replay",
 ]

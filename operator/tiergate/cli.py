@@ -14,6 +14,7 @@ from tiergate.controller import oncall
 from tiergate.controller.cli import app as operator_app
 from tiergate.devcluster.cli import app as dev_app
 from tiergate.monitoring.cli import app as monitoring_app
+from tiergate.replay.cli import discards_app, replay_app
 from tiergate.sender.cli import app as sender_app
 
 app = typer.Typer(
@@ -26,6 +27,10 @@ app.add_typer(operator_app, name="operator", help="Run the SenderTier operator."
 app.add_typer(sender_app, name="sender", help="Run the sender ingest API or a tier's workers.")
 app.add_typer(dev_app, name="dev", help="A real local Kubernetes control plane for tests and demos.")
 app.add_typer(monitoring_app, name="monitoring", help="Pod discovery and configuration for Prometheus.")
+app.add_typer(discards_app, name="discards", help="See the discard log: list and count discarded messages.")
+app.add_typer(
+    replay_app, name="replay", help="Replay discarded messages: run the service, start and steer jobs."
+)
 oncall.register(app)
 
 

@@ -475,7 +475,10 @@ class ReplayJobStatus(_Status):
 
     id: str = Field(description="Replay job id in the replay service.")
     state: str = Field(description="The job's state when last seen.")
+    revision: str = Field(description="The halted revision whose discards it replays.")
     created_at: datetime = Field(alias="createdAt", description="When the job was created.")
+    replayed: int | None = Field(default=None, description="Messages re-queued so far.")
+    skipped: int | None = Field(default=None, description="Messages skipped (delivered, replayed, too old).")
 
 
 class SenderTierStatus(_Status):

@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from tiergate.clients.kube import Kube, load_config
 from tiergate.clients.lease import LeaderLease
 from tiergate.clients.prometheus import Prometheus
+from tiergate.clients.replay import ReplayClient
 from tiergate.controller import handlers as _handlers  # registers the handlers with Kopf
 from tiergate.controller.reconcile import Runtime
 
@@ -44,11 +45,14 @@ async def _run(
     lease_namespace: str,
     lease_name: str,
     liveness: str | None,
+    replay_url: str | None,
+    replay_token: str | None,
 ) -> None:
     api = load_config(os.environ.get("KUBECONFIG"))
     runtime = Runtime(
         kube=Kube(api),
         prometheus=Prometheus(prometheus_url) if prometheus_url else None,
+        replay=ReplayClient(replay_url, replay_token or "") if replay_url else None,
     )
     lease: LeaderLease | None = None
     if leader_election:
@@ -105,10 +109,28 @@ def run(
     liveness: Annotated[
         str | None, typer.Option(help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
     ] = None,
+    replay_url: Annotated[
+        str | None,
+        typer.Option(envvar="TIERGATE_REPLAY_URL", help="Replay service, for spec.replay.auto."),
+    ] = None,
+    replay_token: Annotated[
+        str | None, typer.Option(envvar="TIERGATE_REPLAY_TOKEN", help="On-call token of the replay service.")
+    ] = None,
     log_level: Annotated[str, typer.Option(envvar="TIERGATE_LOG_LEVEL")] = "info",
 ) -> None:
     """Run the SenderTier operator until interrupted."""
     _logging(log_level)
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host)
-    asyncio.run(_run(namespace or [], prometheus_url, leader_election, lease_namespace, lease_name, liveness))
+    asyncio.run(
+        _run(
+            namespace or [],
+            prometheus_url,
+            leader_election,
+            lease_namespace,
+            lease_name,
+            liveness,
+            replay_url,
+            replay_token,
+        )
+    )

@@ -14,14 +14,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from tiergate.api.durations import parse_duration
-from tiergate.api.v1alpha1 import Phase, SenderTier, SenderTierStatus
+from tiergate.api.v1alpha1 import Phase, ReplayJobStatus, SenderTier, SenderTierStatus
 from tiergate.clients.kube import Kube
 from tiergate.clients.probe import probe_all
 from tiergate.clients.prometheus import Prometheus
+from tiergate.clients.replay import ReplayApiError, ReplayClient, halt_filter
 from tiergate.controller import metrics
 from tiergate.domain import checks as chk
 from tiergate.domain.checks import Observation, Result
+from tiergate.domain.reasons import Reason
 from tiergate.domain.revision import revision_of
 from tiergate.domain.rollout import (
     Context,
@@ -42,7 +46,7 @@ from tiergate.domain.workload import (
     PREFIX,
     deployment_manifest,
 )
-from tiergate.errors import PrometheusUnavailable
+from tiergate.errors import PrometheusUnavailable, TransientError
 
 log = logging.getLogger("tiergate.controller")
 
@@ -59,6 +63,7 @@ class Runtime:
 
     kube: Kube
     prometheus: Prometheus | None
+    replay: ReplayClient | None = None
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     templates: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -300,6 +305,7 @@ async def reconcile(
     decision = decide(ctx)
     if decision.save_signed_off:
         await save_signed_off(runtime, tier, raw_spec, rev)
+    decision = await _replay(runtime, tier, decision, now)
     new_status = _dump(decision.status)
     wrote = new_status != _dump(tier.status)
     if wrote:
@@ -309,6 +315,63 @@ async def reconcile(
     metrics.RECONCILE_SECONDS.observe(asyncio.get_running_loop().time() - started)
     metrics.LAST_RECONCILE.set_to_current_time()
     return Outcome(decision, wrote, decision.events if wrote else (), problem)
+
+
+async def _replay(runtime: Runtime, tier: SenderTier, decision: Decision, now: datetime) -> Decision:
+    """Start or follow the automatic replay of a rolled-back revision's discards."""
+    if runtime.replay is None or (decision.replay is None and decision.refresh_replay is None):
+        return decision
+    status = decision.status
+    try:
+        if decision.replay is not None:
+            request = decision.replay
+            halt = {
+                "revision": request.revision,
+                "windowStart": request.window_start.isoformat(),
+                "at": now.isoformat(),
+                "check": "-",
+            }
+            job = await runtime.replay.create_job(
+                halt_filter(request.tier, halt, now=request.until),
+                source=f"sendertier/{tier.metadata.namespace}/{tier.metadata.name}",
+            )
+            note = EventNote(
+                Reason.REPLAY_STARTED,
+                f"Replaying what revision {request.revision} discarded since "
+                f"{request.window_start.isoformat()} (job {job['id']})",
+            )
+            record = ReplayJobStatus(
+                id=str(job["id"]),
+                state=str(job.get("state", "pending")),
+                revision=request.revision,
+                createdAt=now,
+            )
+            return replace(
+                decision,
+                status=status.model_copy(update={"replay_job": record}),
+                events=(*decision.events, note),
+            )
+        assert decision.refresh_replay is not None
+        assert status.replay_job is not None
+        job = await runtime.replay.get_job(decision.refresh_replay)
+    except (ReplayApiError, httpx.HTTPError, TransientError) as exc:
+        # The replay service is away or refused: status records no job, so the next tick asks again.
+        log.warning(
+            "Replay service call failed sendertier=%s/%s error=%r",
+            tier.metadata.namespace,
+            tier.metadata.name,
+            exc,
+        )
+        return decision
+    counters = job.get("counters") or job
+    record = status.replay_job.model_copy(
+        update={
+            "state": str(job.get("state", status.replay_job.state)),
+            "replayed": counters.get("replayed"),
+            "skipped": counters.get("skipped"),
+        }
+    )
+    return replace(decision, status=status.model_copy(update={"replay_job": record}))
 
 
 def _record(tier: SenderTier, decision: Decision, now: datetime) -> None:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import phonenumbers
 
@@ -84,8 +85,7 @@ class Rules:
     strict_numbers: bool = True
 
 
-@dataclass(frozen=True)
-class BodyInfo:
+class BodyInfo(NamedTuple):
     """How a body goes on the air."""
 
     encoding: Encoding
@@ -93,9 +93,8 @@ class BodyInfo:
     segments: int
 
 
-@dataclass(frozen=True)
-class ValidMessage:
-    """A message that passed validation, normalised."""
+class ValidMessage(NamedTuple):
+    """A message that passed validation, normalised (a tuple: thousands are made per batch)."""
 
     customer_id: str
     traffic_class: str
@@ -156,12 +155,40 @@ def _ucs2_segments(text: str) -> tuple[int, int]:
     return total, segments
 
 
-def body_info(text: str) -> BodyInfo:
-    """Encoding, length in units (septets or UTF-16 units) and segment count of a body."""
+def body_info_reference(text: str) -> BodyInfo:
+    """`body_info` character by character: the definition the fast version is tested against."""
     if is_gsm7(text):
         return BodyInfo(Encoding.GSM7, gsm7_septets(text), _gsm7_segments(text))
     units, segments = _ucs2_segments(text)
     return BodyInfo(Encoding.UCS2, units, segments)
+
+
+def _class(chars: frozenset[str]) -> str:
+    return "".join(re.escape(ch) for ch in sorted(chars))
+
+
+_GSM7_BASIC_ONLY = re.compile(f"[{_class(GSM7_BASIC)}]*")
+_GSM7_ANY = re.compile(f"[{_class(GSM7_BASIC | GSM7_EXTENSION)}]*")
+_GSM7_EXTENDED = re.compile(f"[{_class(GSM7_EXTENSION)}]")
+
+
+def body_info(text: str) -> BodyInfo:
+    """Encoding, length in units (septets or UTF-16 units) and segment count of a body."""
+    length = len(text)
+    if _GSM7_BASIC_ONLY.fullmatch(text):
+        segments = 1 if length <= GSM7_SINGLE else -(-length // GSM7_MULTI)
+        return BodyInfo(Encoding.GSM7, length, segments)
+    if _GSM7_ANY.fullmatch(text):
+        septets = length + len(_GSM7_EXTENDED.findall(text))
+        if septets <= GSM7_SINGLE:
+            return BodyInfo(Encoding.GSM7, septets, 1)
+        return BodyInfo(Encoding.GSM7, septets, _gsm7_segments(text))
+    units = len(text.encode("utf-16-le", "surrogatepass")) // 2
+    if units <= UCS2_SINGLE:
+        return BodyInfo(Encoding.UCS2, units, 1)
+    if units == length:
+        return BodyInfo(Encoding.UCS2, units, -(-units // UCS2_MULTI))
+    return BodyInfo(Encoding.UCS2, *_ucs2_segments(text))
 
 
 class _Unsure:
@@ -231,6 +258,9 @@ class _CallingCode:
     regions: tuple[_Region, ...]
 
 
+_CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+
+
 @functools.cache
 def _calling_code(code: int) -> _CallingCode | None:
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
@@ -254,7 +284,7 @@ def fast_destination(value: str) -> str | _Unsure | None:
     """
     digits = value[1:]
     if (
-        not value.startswith("+")
+        value[:1] != "+"
         or not 3 <= len(digits) <= 15
         or not digits.isdigit()
         or not digits.isascii()
@@ -262,8 +292,8 @@ def fast_destination(value: str) -> str | _Unsure | None:
     ):
         return UNSURE
     for size in (1, 2, 3):
-        code = int(digits[:size])
-        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        code = _CODES.get(digits[:size])
+        if code is not None:
             break
     else:
         return UNSURE
@@ -312,6 +342,7 @@ def _slow_cached(value: str, strict: bool) -> str | None:
     return slow_destination(value, strict=strict)
 
 
+@functools.lru_cache(maxsize=4096)
 def sender_id_problem(value: str) -> str | None:
     """Why `value` is not a usable sender id, or None."""
     digits = value.removeprefix("+")
@@ -338,6 +369,9 @@ def validate_message(
     path: str = "",
 ) -> ValidMessage:
     """Validate one message; `customer_id` is the authenticated customer, if any."""
+    message = _accept(raw, rules, customer_id)
+    if message is not None:
+        return message
     out = _Collector(path)
     message = _check(raw, rules, customer_id, out)
     if out.errors or message is None:
@@ -367,14 +401,74 @@ def validate_batch(raw: object, rules: Rules, *, customer_id: str | None = None)
         raise ValidationFailed(out.errors)
     valid: list[ValidMessage] = []
     for index, item in enumerate(items):
-        sub = _Collector(f"messages[{index}]")
-        message = _check(item, rules, customer_id, sub)
-        out.errors.extend(sub.errors)
+        message = _accept(item, rules, customer_id)
+        if message is None:
+            sub = _Collector(f"messages[{index}]")
+            message = _check(item, rules, customer_id, sub)
+            out.errors.extend(sub.errors)
         if message is not None:
             valid.append(message)
     if out.errors:
         raise ValidationFailed(out.errors)
     return valid
+
+
+def _reference_ok(value: object, limit: int) -> bool:
+    return type(value) is str and 0 < len(value) <= limit and _REFERENCE.fullmatch(value) is not None
+
+
+def _accept(raw: object, rules: Rules, customer_id: str | None) -> ValidMessage | None:
+    """The common case in one pass: a clean message, or None to let `_check` explain why not.
+
+    It accepts only what `_check` accepts, with the same result; anything unusual (a
+    missing or mistyped field, any problem at all) goes to `_check`.
+    """
+    if type(raw) is not dict or not raw.keys() <= MESSAGE_FIELDS:
+        return None
+    get = raw.get
+    destination, sender, body = get("destination"), get("sender_id"), get("body")
+    if type(destination) is not str or type(sender) is not str or type(body) is not str:
+        return None
+    if not body or "\x00" in body or sender_id_problem(sender) is not None:
+        return None
+    normalised = normalise_destination(destination, strict=rules.strict_numbers)
+    if normalised is None:
+        return None
+    info = body_info(body)
+    if info.segments > rules.max_segments:
+        return None
+    customer = get("customer_id")
+    if customer is None:
+        if customer_id is None:
+            return None
+        customer = customer_id
+    elif (
+        type(customer) is not str
+        or _CUSTOMER.fullmatch(customer) is None
+        or (customer_id is not None and customer != customer_id)
+    ):
+        return None
+    traffic = get("traffic_class")
+    if traffic is None:
+        traffic = rules.default_traffic_class
+    elif type(traffic) is not str or traffic not in rules.traffic_classes:
+        return None
+    client_ref, key = get("client_ref"), get("idempotency_key")
+    if client_ref is not None and not _reference_ok(client_ref, rules.max_client_ref):
+        return None
+    if key is not None and not _reference_ok(key, rules.max_idempotency_key):
+        return None
+    return ValidMessage(
+        customer,
+        traffic,
+        normalised,
+        sender,
+        body,
+        info.encoding,
+        info.segments,
+        client_ref,
+        key,
+    )
 
 
 def _text(raw: Mapping[str, object], name: str, out: _Collector, *, required: bool) -> str | None:

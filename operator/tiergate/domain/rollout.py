@@ -57,6 +57,24 @@ class DeploymentView:
     observed_generation: int = 0
     applied: str | None = None
 
+    def new_ready(self, revision: str) -> int:
+        """Ready pods of ``revision``, estimated: Ready pods beyond the old ones still running.
+
+        Old pods stay Ready while they run (``maxUnavailable: 0``), so the surplus is the new ones.
+        """
+        if self.revision != revision:
+            return 0
+        old = max(self.total - self.updated, 0)
+        return max(min(self.ready - old, self.updated), 0)
+
+    def progress_text(self, revision: str, replicas: int) -> str:
+        """How far a revision's pods are, for status and halt messages."""
+        if self.revision != revision:
+            return f"0/{replicas} pods of the new revision created"
+        old = max(self.total - self.updated, 0)
+        text = f"{self.new_ready(revision)}/{replicas} new pods Ready"
+        return text + (f", {old} old pods still running" if old else "")
+
     def rolled_out(self, revision: str, replicas: int) -> bool:
         """True when every pod runs ``revision`` and is Ready and available, and no old pod is left.
 
@@ -151,6 +169,19 @@ class Blocker:
 
 
 @dataclass(frozen=True)
+class ReplayRequest:
+    """Replay what a halted revision discarded: this tier, that revision, since it started."""
+
+    tier: str
+    revision: str
+    window_start: datetime
+    until: datetime
+
+
+REPLAY_DONE = ("done", "cancelled", "failed")
+
+
+@dataclass(frozen=True)
 class Decision:
     """What the controller must do: write status, converge the Deployment, post Events."""
 
@@ -159,6 +190,8 @@ class Decision:
     events: tuple[EventNote, ...] = ()
     save_signed_off: bool = False
     requeue_after: float = TICK_SECONDS
+    replay: ReplayRequest | None = None
+    refresh_replay: str | None = None
 
 
 def blocker(name: str, order: int, peers: Sequence[Peer], paused: bool) -> Blocker | None:
@@ -286,20 +319,20 @@ def _progressing(ctx: Context) -> Decision:
         )
     deadline = parse_duration(gate.progress_deadline)
     elapsed = (ctx.now - started).total_seconds()
+    ready = ctx.deployment.new_ready(rev)
+    progress = ctx.deployment.progress_text(rev, wanted)
     if elapsed > deadline:
-        ready = ctx.deployment.ready if ctx.deployment.revision == rev else 0
         obs = Observation(
             name="progressDeadline",
             result=Result.FAIL,
             value=float(ready),
             threshold=f"{wanted} Ready within {gate.progress_deadline}",
-            error=f"{ready}/{wanted} pods Ready after {gate.progress_deadline}",
+            error=f"after {gate.progress_deadline}: {progress}",
         )
         return _fail(ctx, obs, reason=Reason.PROGRESS_DEADLINE_EXCEEDED)
-    ready = ctx.deployment.ready if ctx.deployment.revision == rev else 0
-    new = _base(
-        ctx, Phase.PROGRESSING, f"Progressing: {ready}/{wanted} pods of revision {rev} Ready"
-    ).model_copy(update={"ready_replicas": ready})
+    new = _base(ctx, Phase.PROGRESSING, f"Progressing: revision {rev}: {progress}").model_copy(
+        update={"ready_replicas": ready}
+    )
     new = _conditions(ctx, new, ready=False, reason=Reason.PODS_NOT_READY, reconciling=True)
     return Decision(
         status=new,
@@ -513,7 +546,31 @@ def _halted(ctx: Context) -> Decision:
     )
     new = status.model_copy(update={"observed_generation": ctx.tier.metadata.generation})
     new = _conditions(ctx, new, ready=False, reason=_halt_reason(status), reconciling=False, halted=True)
-    return Decision(status=new, deployment=intent, requeue_after=TICK_SECONDS)
+    replay, refresh = _auto_replay(ctx, status)
+    return Decision(
+        status=new,
+        deployment=intent,
+        requeue_after=TICK_SECONDS,
+        replay=replay,
+        refresh_replay=refresh,
+    )
+
+
+def _auto_replay(ctx: Context, status: SenderTierStatus) -> tuple[ReplayRequest | None, str | None]:
+    """With ``replay.auto``, replay a rolled-back revision's discards once the tier is healthy."""
+    halt = status.halt
+    if not ctx.tier.spec.replay.auto or status.phase is not Phase.ROLLED_BACK or halt is None:
+        return None, None
+    job = status.replay_job
+    if job is not None and job.revision == halt.revision:
+        return None, (job.id if job.state not in REPLAY_DONE else None)
+    signed = status.signed_off_revision
+    healthy = signed is not None and ctx.deployment.rolled_out(signed, ctx.tier.spec.replicas)
+    if not healthy:
+        return None, None
+    # Until now, not until windowEnd: the bad pods drained (and may have discarded) after the
+    # decision to roll back, and only once the tier is healthy again are they all gone.
+    return ReplayRequest(ctx.tier.metadata.name, halt.revision, halt.window_start, ctx.now), None
 
 
 def _fail(

@@ -33,7 +33,7 @@ from tests.plugins.prometheus import PrometheusServer
 
 from tiergate.domain.revision import revision_of
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(900)]
 
 TIERS = ("bulk", "standard", "priority")
 WINDOW = "15s"
@@ -327,6 +327,13 @@ def test_operator_killed_again_and_again_mid_rollout_ends_where_it_would_have(
         assert bad[t] not in replica_set_revisions(kube_api, namespace, t)
     assert kills >= 4
     # Then a good release goes through as if nothing had happened.
+    for doc in docs:
+        patch_tier(
+            kube_api,
+            namespace,
+            doc["metadata"]["name"],
+            {"spec": {"healthGate": {"progressDeadline": "90s"}}},
+        )
     good = release(kube_api, namespace, docs, TIERGATE_FAULTS="", RELEASE="4")
     wait_for(
         lambda: all_signed_off(kube_api, namespace, good), timeout=240, what="good release after the kills"

@@ -1,16 +1,27 @@
-"""Message validation: encodings, segment counts and field errors, table-driven."""
+"""Message validation: encodings, segment counts and field errors, table-driven; fast paths
+checked against the definitions they shortcut."""
 
 from __future__ import annotations
 
+import random
+
+import phonenumbers
 import pytest
 
 from tiergate.domain.messages import (
+    UNSURE,
     Encoding,
     Rules,
     ValidationFailed,
+    _accept,
+    _check,
+    _Collector,
     body_info,
+    body_info_reference,
+    fast_destination,
     normalise_destination,
     sender_id_problem,
+    slow_destination,
     validate_batch,
     validate_message,
 )
@@ -196,3 +207,145 @@ def test_batch_shape(raw: object, field: str, code: str) -> None:
 
 def test_batch_ok() -> None:
     assert len(validate_batch({"messages": [GOOD, GOOD]}, RULES)) == 2
+
+
+# --- fast paths: each must agree with the definition it shortcuts ---------------------------
+
+
+def _numbers() -> list[str]:
+    """Example numbers of every region and type, mutated, plus seeded random numbers."""
+    rng = random.Random(4)
+    examples = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in range(12):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                examples.append(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164))
+    numbers = list(examples)
+    for number in examples:
+        digits = list(number[1:])
+        at = rng.randrange(len(digits))
+        numbers.append("+" + "".join([*digits[:at], str(rng.randrange(10)), *digits[at + 1 :]]))
+        numbers.append("+" + "".join([*digits[:at], str(rng.randrange(10)), *digits[at:]]))
+        numbers.append("+" + "".join(digits[:at] + digits[at + 1 :]))
+        numbers.append(number[:-3] + f"{rng.randrange(1000):03d}")
+    codes = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+    for _ in range(1500):
+        code = str(rng.choice(codes))
+        length = rng.randrange(1, 16 - len(code))
+        numbers.append("+" + code + "".join(str(rng.randrange(10)) for _ in range(length)))
+    return numbers
+
+
+NUMBERS = _numbers()
+TRICKY_NUMBERS = [
+    "+4901511234567",  # national prefix after the country code: phonenumbers strips it
+    "+390612345678",  # Italian leading zero
+    "+11234567890",  # NANPA national prefix 1
+    "+12015550123",
+    "+16135550123",  # Canada, shares +1
+    "+441624123456",  # Isle of Man number that is not valid
+    "+441624612345",
+    "+79161234567",
+    "+77011234567",  # Kazakhstan, shares +7
+    "+80012345678",  # non-geographic
+    "+4915112345678\n",
+    "+٤٩١٥١١٢٣٤٥٦٧٨",  # Arabic-Indic digits
+    "+491",
+    "+49",
+    "+0",
+    "+",
+]
+
+
+def test_fast_destination_agrees_with_phonenumbers_whenever_it_decides() -> None:
+    decided = 0
+    for number in NUMBERS + TRICKY_NUMBERS:
+        fast = fast_destination(number)
+        if fast is not UNSURE:
+            decided += 1
+            assert fast == slow_destination(number), number
+    assert decided > len(NUMBERS) * 0.6, "the fast path should decide most plain numbers"
+    assert sum(1 for n in NUMBERS if slow_destination(n)) > 1000, "the table needs valid numbers"
+
+
+@pytest.mark.parametrize("number", TRICKY_NUMBERS)
+def test_normalise_destination_matches_phonenumbers_on_tricky_input(number: str) -> None:
+    assert normalise_destination(number) == slow_destination(number)
+    assert normalise_destination(number, strict=False) == slow_destination(number, strict=False)
+
+
+def test_fast_destination_defers_what_needs_phonenumbers() -> None:
+    for number in ("+4901511234567", "+390612345678", "+11234567890", "+80012345678", "+٤٩١٥١١٢٣٤٥٦٧٨"):
+        assert fast_destination(number) is UNSURE
+
+
+def _bodies() -> list[str]:
+    rng = random.Random(5)
+    alphabets = ["a", "€", "{", "é", "й", "😀", "\n", "ç", "Ω"]
+    bodies = [
+        "",
+        "\ud83d",  # a lone surrogate counts one unit
+        "a" * 152 + "€",
+        "a" * 152 + "€" * 2,
+        "€" * 77 + "a",
+        "й" * 66 + "😀",
+        "a" * 66 + "😀" * 2,
+    ]
+    for length in (1, 69, 70, 71, 133, 134, 135, 152, 153, 154, 159, 160, 161, 305, 306, 307, 459, 460):
+        for mix in (["a"], ["a", "€"], ["a", "й"], ["й", "😀"], ["a", "{", "é"], alphabets):
+            bodies.append("".join(rng.choice(mix) for _ in range(length)))
+    return bodies
+
+
+@pytest.mark.parametrize("body", _bodies())
+def test_body_info_agrees_with_the_reference(body: str) -> None:
+    assert body_info(body) == body_info_reference(body)
+
+
+BAD_INPUTS: list[object] = [
+    {**GOOD, "destination": "12345"},
+    {**GOOD, "destination": 4915112345678},
+    {k: v for k, v in GOOD.items() if k != "destination"},
+    {**GOOD, "sender_id": ""},
+    {**GOOD, "sender_id": None},
+    {**GOOD, "body": ""},
+    {**GOOD, "body": "a" * 700},
+    {**GOOD, "body": "a\x00b"},
+    {**GOOD, "body": ["x"]},
+    {**GOOD, "customer_id": "bad id!"},
+    {**GOOD, "customer_id": 7},
+    {**GOOD, "customer_id": "someone-else"},
+    {**GOOD, "traffic_class": "vip"},
+    {**GOOD, "traffic_class": ""},
+    {**GOOD, "client_ref": "x" * 65},
+    {**GOOD, "client_ref": ""},
+    {**GOOD, "idempotency_key": "has space"},
+    {**GOOD, "idempotency_key": 5},
+    {**GOOD, "colour": "red"},
+    ["x"],
+    None,
+]
+GOOD_INPUTS: list[object] = [
+    GOOD,
+    {**GOOD, "traffic_class": "otp", "client_ref": "r-1", "idempotency_key": "k-1"},
+    {**GOOD, "traffic_class": None, "client_ref": None},
+    {k: v for k, v in GOOD.items() if k != "customer_id"},
+    {**GOOD, "body": "Привет " * 20, "destination": "+447400123456"},
+    {**GOOD, "destination": "+390612345678"},
+]
+
+
+@pytest.mark.parametrize("raw", BAD_INPUTS + GOOD_INPUTS)
+def test_one_pass_check_accepts_exactly_what_the_full_check_accepts(raw: object) -> None:
+    customer = "cust-1"
+    out = _Collector("")
+    full = _check(raw, RULES, customer, out)
+    quick = _accept(raw, RULES, customer)
+    if out.errors:
+        assert quick is None
+    else:
+        assert full is not None
+        assert quick == full
+    if raw in GOOD_INPUTS:
+        assert quick is not None

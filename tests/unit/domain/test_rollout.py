@@ -376,3 +376,69 @@ def test_ready_condition_transition_time_moves_only_on_change() -> None:
     assert r1.status == r2.status == "True"
     assert r2.last_transition_time == r1.last_transition_time == T0
     assert isinstance(d2.status, SenderTierStatus)
+
+
+def _rolled_back(job: dict[str, Any] | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        **signed(),
+        "phase": "RolledBack",
+        "halt": {
+            "check": "error-rate",
+            "revision": R_NEW,
+            "windowStart": T0.isoformat(),
+            "windowEnd": (T0 + timedelta(seconds=40)).isoformat(),
+            "at": (T0 + timedelta(seconds=40)).isoformat(),
+        },
+    }
+    if job is not None:
+        status["replayJob"] = job
+    return status
+
+
+def _auto(status: dict[str, Any], auto: bool = True) -> SenderTier:
+    t = tier(status=status)
+    return t.model_copy(
+        update={"spec": t.spec.model_copy(update={"replay": t.spec.replay.model_copy(update={"auto": auto})})}
+    )
+
+
+def test_auto_replay_starts_once_the_tier_is_healthy_again() -> None:
+    now = T0 + timedelta(minutes=2)
+    d = decide(ctx(_auto(_rolled_back()), now=now, deployment=ready(R_OLD)))
+    assert d.replay is not None
+    assert (d.replay.tier, d.replay.revision, d.replay.window_start, d.replay.until) == (
+        "standard",
+        R_NEW,
+        T0,
+        now,
+    )
+    not_yet = decide(ctx(_auto(_rolled_back()), now=now, deployment=replace(ready(R_OLD), ready=1)))
+    assert not_yet.replay is None, "replay waits until the rolled-back tier is healthy"
+    off = decide(ctx(_auto(_rolled_back(), auto=False), now=now, deployment=ready(R_OLD)))
+    assert off.replay is None
+
+
+@pytest.mark.parametrize(
+    ("job", "refresh", "starts"),
+    [
+        ({"id": "j1", "state": "running", "revision": R_NEW, "createdAt": T0.isoformat()}, "j1", False),
+        ({"id": "j1", "state": "done", "revision": R_NEW, "createdAt": T0.isoformat()}, None, False),
+        ({"id": "j0", "state": "done", "revision": R_OLD, "createdAt": T0.isoformat()}, None, True),
+    ],
+    ids=["follows-running-job", "done-job-left-alone", "older-halt-job-replaced"],
+)
+def test_auto_replay_job_is_started_once_per_halt(
+    job: dict[str, Any], refresh: str | None, starts: bool
+) -> None:
+    d = decide(ctx(_auto(_rolled_back(job)), deployment=ready(R_OLD)))
+    assert d.refresh_replay == refresh
+    assert (d.replay is not None) == starts
+
+
+def test_progress_counts_only_new_pods() -> None:
+    mid = replace(ready(R_NEW), total=3, updated=2, ready=2)
+    assert mid.new_ready(R_NEW) == 1
+    assert mid.progress_text(R_NEW, 2) == "1/2 new pods Ready, 1 old pods still running"
+    never = replace(ready(R_NEW), total=3, updated=1, ready=2)
+    assert never.new_ready(R_NEW) == 0, "old pods staying Ready are not the new revision's"
+    assert ready(R_OLD).progress_text(R_NEW, 2) == "0/2 pods of the new revision created"
