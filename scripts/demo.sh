@@ -48,6 +48,12 @@ wait_http() {  # wait_http URL SECONDS
   done
 }
 
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+SMPP_PORT=$(free_port); SMSC_STATS=$(free_port); SD_PORT=$(free_port); PROM_PORT=$(free_port)
+API_PORT=$(free_port); OP_METRICS=$(free_port)
+printf 'SMPP_PORT=%s SMSC_STATS=%s SD_PORT=%s PROM_PORT=%s API_PORT=%s OP_METRICS=%s\n' \
+  "$SMPP_PORT" "$SMSC_STATS" "$SD_PORT" "$PROM_PORT" "$API_PORT" "$OP_METRICS" >"$RUN/ports"
+
 say "Starting the local control plane"
 "$TG" dev up --workdir "$RUN/cluster" --nodes 3
 export KUBECONFIG=$RUN/cluster/kubeconfig
@@ -64,28 +70,29 @@ KUBECONFIG=$RUN/operator.kubeconfig $KUBECTL config set-credentials tiergate-ope
 KUBECONFIG=$RUN/operator.kubeconfig $KUBECTL config set-context --current --user=tiergate-operator >/dev/null
 
 say "Starting the test SMSC, Prometheus and the sender API"
-bg smsc "$TG" sender smsc --host 127.0.0.1 --port 2775 --stats-port 8025 --receipts
-"$TG" dev prometheus-config --kubeconfig "$KUBECONFIG" >"$RUN/prometheus.yml"
+bg smsc "$TG" sender smsc --host 127.0.0.1 --port "$SMPP_PORT" --stats-port "$SMSC_STATS" --receipts
+bg podsd "$TG" monitoring pod-sd --host 127.0.0.1 --port "$SD_PORT"
+"$TG" monitoring prometheus-config --sd-url "http://127.0.0.1:$SD_PORT/targets" >"$RUN/prometheus.yml"
 bg prometheus prometheus --config.file="$RUN/prometheus.yml" --storage.tsdb.path="$RUN/prometheus" \
-  --web.listen-address=127.0.0.1:9090
+  --web.listen-address="127.0.0.1:$PROM_PORT"
 STORE="sqlite://$RUN/tiergate.db"
 echo "demo-token=demo-customer" >"$RUN/tokens"
-bg api "$TG" sender api --store "$STORE" --host 127.0.0.1 --port 8081 --tokens-file "$RUN/tokens"
-wait_http http://127.0.0.1:8025/stats 30
-wait_http http://127.0.0.1:9090/-/ready 60
-wait_http http://127.0.0.1:8081/healthz 30
+TIERGATE_TRAFFIC_CLASSES=bulk,standard,priority bg api "$TG" sender api --store "$STORE" --host 127.0.0.1 --port "$API_PORT" --tokens-file "$RUN/tokens"
+wait_http "http://127.0.0.1:$SMSC_STATS/stats" 30
+wait_http "http://127.0.0.1:$PROM_PORT/-/ready" 60
+wait_http "http://127.0.0.1:$API_PORT/healthz" 30
 
 say "Starting the operator (as its own service account)"
 KUBECONFIG=$RUN/operator.kubeconfig POD_NAMESPACE=tiergate-system \
-  bg operator "$TG" operator run --prometheus-url http://127.0.0.1:9090 --metrics-port 8000 --metrics-host 127.0.0.1
+  bg operator "$TG" operator run --prometheus-url "http://127.0.0.1:$PROM_PORT" --metrics-port "$OP_METRICS" --metrics-host 127.0.0.1
 
 say "Sending steady traffic (20 msg/s per class) through the sender API"
-bg load "$TG" sender load --url http://127.0.0.1:8081 --token demo-token --rate 60 \
+bg load "$TG" dev load --url "http://127.0.0.1:$API_PORT" --token demo-token --rate 60 \
   --classes bulk,standard,priority
 
 say "Applying the example fleet: bulk (order 0), standard (1), priority (2)"
 $KUBECTL create configmap tiergate-sender --from-literal=TIERGATE_STORE_URL="$STORE" \
-  --from-literal=TIERGATE_UPSTREAM_URL=smpp://127.0.0.1:2775 --dry-run=client -o yaml | $KUBECTL apply -f -
+  --from-literal=TIERGATE_UPSTREAM_URL="smpp://127.0.0.1:$SMPP_PORT" --dry-run=client -o yaml | $KUBECTL apply -f -
 $KUBECTL create secret generic tiergate-smpp --from-literal=system-id=tiergate --from-literal=password=secret12 \
   --dry-run=client -o yaml | $KUBECTL apply -f -
 $KUBECTL apply -f examples/fleet/sendertiers.yaml
@@ -124,7 +131,7 @@ The demo keeps running. Try:
   kubectl get st                      # phases and revisions
   tiergate status --watch             # the fleet, live
   tiergate retry bulk                 # try the bad release again (it halts again)
-  curl -s localhost:8025/stats        # what the SMSC received
-  open http://127.0.0.1:9090          # Prometheus
+  curl -s localhost:$SMSC_STATS/stats   # what the SMSC received
+  open http://127.0.0.1:$PROM_PORT         # Prometheus (ports are in $RUN/ports)
 Stop everything with: make demo-down
 EOT

@@ -90,3 +90,33 @@ def pod_runner(
     """Back every pod on the selected kwok nodes with a real local process."""
     _logging()
     asyncio.run(run_pod_runner(kubeconfig, workdir.resolve(), node_selector=node_selector, pod_cidr=pod_cidr))
+
+
+@app.command("load")
+def load(
+    url: str = typer.Option("http://127.0.0.1:8081", help="Base URL of the sender ingest API."),
+    token: str = typer.Option(..., envvar="TIERGATE_LOAD_TOKEN", help="A customer's bearer token."),
+    rate: float = typer.Option(60.0, help="Messages per second, spread over the classes."),
+    classes: str = typer.Option("bulk,standard,priority", help="Comma-separated traffic classes."),
+    duration: float = typer.Option(0.0, help="Seconds to run; 0 runs until interrupted."),
+) -> None:
+    """Send steady, mixed SMS traffic to the sender API (for demos and drills)."""
+    import json as _json
+
+    from tiergate.devcluster.load import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    stats = asyncio.run(
+        run(url, token, rate, [c.strip() for c in classes.split(",") if c.strip()], duration or None)
+    )
+    typer.echo(
+        _json.dumps(
+            {
+                "accepted": stats.accepted,
+                "refused": stats.refused,
+                "errors": stats.errors,
+                "by_status": stats.by_status,
+            }
+        )
+    )
