@@ -245,6 +245,7 @@ class OperatorProcess:
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
+    replica: str = "0"
 
     def start(self) -> OperatorProcess:
         """Start the operator (again)."""
@@ -254,7 +255,7 @@ class OperatorProcess:
         env["POD_NAMESPACE"] = OPERATOR_NS
         # One identity across restarts, as a restarted container keeps its pod's name: it takes
         # its own lease back at once instead of waiting for it to expire.
-        env["POD_NAME"] = f"operator-{self.namespace}"
+        env["POD_NAME"] = f"operator-{self.namespace}-{self.replica}"
         args = [
             TIERGATE,
             "operator",
@@ -307,13 +308,16 @@ def operator_factory(
     """Make operator processes for the test's namespace; all are stopped at teardown."""
     made: list[OperatorProcess] = []
 
-    def make(prometheus_url: str | None = None, extra_args: list[str] | None = None) -> OperatorProcess:
+    def make(
+        prometheus_url: str | None = None, extra_args: list[str] | None = None, replica: str = "0"
+    ) -> OperatorProcess:
         op = OperatorProcess(
             operator_kubeconfig,
             namespace,
             tmp_path / f"operator-{len(made)}.log",
             prometheus_url,
             extra_args or [],
+            replica=replica,
         )
         made.append(op)
         return op

@@ -247,3 +247,31 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
     ]
     assert [n for n in needed if not can(n[0], n[1], n[2], n[3], n[4])] == []
     assert [f for f in forbidden if can(f[0], f[1], f[2], f[3], f[4])] == []
+
+
+@pytest.mark.usefixtures("sender_env")
+def test_two_operator_replicas_never_both_act_and_the_standby_takes_over(
+    kube_api: client.ApiClient, namespace: str, operator_factory: Any
+) -> None:
+    first = operator_factory(replica="a").start()
+    wait_for(lambda: "Acquired leadership" in first.logs(), timeout=60, what="first replica leads")
+    second = operator_factory(replica="b").start()
+    wait_for(
+        lambda: "Standing by for leadership" in second.logs(), timeout=60, what="second replica stands by"
+    )
+    create_tiers(kube_api, namespace, example_fleet()[:1])
+    wait_for(lambda: tier_ready(kube_api, namespace, "bulk"), timeout=120, what="bulk Ready")
+    assert "Tier phase changed" in first.logs()
+    assert "Tier phase changed" not in second.logs(), "the standby acted"
+
+    first.kill()
+    wait_for(lambda: "Acquired leadership" in second.logs(), timeout=60, what="standby takes over")
+    patch_tier(kube_api, namespace, "bulk", {"spec": {"replicas": 1}})
+    wait_for(
+        lambda: (
+            _deployment(kube_api, namespace, "bulk").spec.replicas == 1
+            and tier_ready(kube_api, namespace, "bulk")
+        ),
+        timeout=90,
+        what="the new leader reconciles",
+    )
