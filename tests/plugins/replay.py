@@ -32,7 +32,9 @@ class Clock:
     """A settable clock for stores whose discard times a test wants to choose."""
 
     def __init__(self) -> None:
-        self.now = time.time()
+        # Whole seconds: the store keeps discard times to the millisecond, so a start with a
+        # sub-millisecond fraction would put "exactly at `to`" on either side of the bound.
+        self.now = float(int(time.time()))
 
     def __call__(self) -> float:
         return self.now

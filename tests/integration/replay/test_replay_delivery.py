@@ -66,24 +66,36 @@ async def test_replay_at_a_set_rate_stays_within_ten_percent_and_delivers_once(
 ) -> None:
     ids = await seed(replay_store, Spec(300))
     rate = 50.0
-    samples: list[tuple[float, int]] = []
+    claimed: list[tuple[float, int]] = []
+    arrived: list[tuple[float, int]] = []
     async with running_workers(replay_store, smsc.port), start_replay(replay_store) as running:
         async with client(running) as c:
             job = await c.create_job({"tier": ["tier-a"]}, rate=rate)
             assert job["effective_rate"] == rate
             deadline = time.monotonic() + 60
             while smsc.stats.accepted < len(ids) and time.monotonic() < deadline:
-                samples.append((time.monotonic(), smsc.stats.accepted))
-                await asyncio.sleep(0.01)
+                view = await c.get_job(job["id"])
+                now = time.monotonic()
+                claimed.append((now, int(view["replayed"])))
+                arrived.append((now, smsc.stats.accepted))
+                await asyncio.sleep(0.05)
             final = await until_state(c, job["id"])
         await wait_for(lambda: delivered(replay_store, ids), within=30)
     assert_once(smsc, len(ids))
     assert (final["matched"], final["replayed"], final["skipped"]) == (300, 300, 0)
-    low, high = int(len(ids) * 0.1), int(len(ids) * 0.9)
-    t_low = next(t for t, n in samples if n >= low)
-    t_high = next(t for t, n in samples if n >= high)
-    achieved = (high - low) / (t_high - t_low)
-    assert abs(achieved - rate) / rate <= 0.10, f"achieved {achieved:.1f}/s for a set {rate}/s"
+
+    def rate_between(samples: list[tuple[float, int]]) -> float:
+        low, high = int(len(ids) * 0.1), int(len(ids) * 0.9)
+        t_low = next(t for t, n in samples if n >= low)
+        t_high = next(t for t, n in samples if n >= high)
+        return (high - low) / (t_high - t_low)
+
+    # The replay itself (messages handed back to the queue) holds the set rate...
+    replayed = rate_between(claimed)
+    assert abs(replayed - rate) / rate <= 0.10, f"replayed at {replayed:.1f}/s for a set {rate}/s"
+    # ...and what reaches the SMSC never runs ahead of it (workers may only lag on a busy machine).
+    sent = rate_between(arrived)
+    assert sent <= rate * 1.10, f"the SMSC received {sent:.1f}/s for a set {rate}/s"
 
 
 async def test_overlapping_jobs_send_each_message_once(
