@@ -278,6 +278,7 @@ def time_to_halt(api: client.ApiClient, kubeconfig: Path, workdir: Path, runs: i
 
 
 def _histogram_quantile(text: str, name: str, q: float) -> float | None:
+    """The upper bound of the bucket holding quantile ``q`` (None: beyond the last finite bucket)."""
     buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
         m = re.match(rf'{name}_bucket\{{le="([^"]+)"\}} ([0-9.e+]+)', line)
@@ -288,7 +289,7 @@ def _histogram_quantile(text: str, name: str, q: float) -> float | None:
     total = buckets[-1][1]
     for bound, count in buckets:
         if count >= q * total:
-            return bound
+            return None if bound == float("inf") else bound
     return None
 
 

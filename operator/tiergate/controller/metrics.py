@@ -39,7 +39,7 @@ TIME_TO_DETECT = Histogram(
 RECONCILE_SECONDS = Histogram(
     "tiergate_operator_reconcile_duration_seconds",
     "Duration of one reconcile of one SenderTier",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 LAST_RECONCILE = Gauge(
     "tiergate_operator_last_reconcile_timestamp_seconds",

@@ -31,6 +31,8 @@ from tiergate.domain.checks import Observation, Result, verdict
 from tiergate.domain.reasons import Reason
 
 TICK_SECONDS = 5.0
+# Settled phases wait for a change (watch events wake them at once) and only re-check slowly.
+IDLE_SECONDS = 30.0
 HALTED_PHASES = (Phase.HALTED, Phase.ROLLED_BACK)
 
 
@@ -269,7 +271,7 @@ def _waiting(ctx: Context, why: Blocker) -> Decision:
         update={"waiting_for": why.tier, "rollout": None, "halt": None}
     )
     new = _conditions(ctx, new, ready=False, reason=Reason.TIER_WAITING, reconciling=True)
-    return Decision(status=new, deployment=_hold(ctx), events=events, requeue_after=TICK_SECONDS)
+    return Decision(status=new, deployment=_hold(ctx), events=events, requeue_after=IDLE_SECONDS)
 
 
 def _start(ctx: Context, reason: Reason, message: str) -> Decision:
@@ -517,7 +519,7 @@ def _signed_off(ctx: Context, status: SenderTierStatus, events: tuple[EventNote,
         status=new,
         deployment=DeploymentIntent(Source.SPEC, rev, wanted),
         events=events,
-        requeue_after=TICK_SECONDS,
+        requeue_after=TICK_SECONDS if not ready else IDLE_SECONDS,
     )
 
 
@@ -550,7 +552,7 @@ def _halted(ctx: Context) -> Decision:
     return Decision(
         status=new,
         deployment=intent,
-        requeue_after=TICK_SECONDS,
+        requeue_after=TICK_SECONDS if replay or refresh else IDLE_SECONDS,
         replay=replay,
         refresh_replay=refresh,
     )
