@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 TG    := $(VENV)/bin/tiergate
 
-.PHONY: setup demo demo-down test test-quick lint crd bench clean
+.PHONY: setup demo demo-down test test-quick lint crd bench clean kind-up kind-down e2e-kind
 
 setup:            ## install Debian packages, the virtualenv and the control plane binaries
 	scripts/setup.sh
@@ -26,6 +26,15 @@ lint:             ## ruff, mypy (strict) and the import-linter layer contracts
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+kind-up:          ## a one-node kind cluster from images built on this machine; kubeconfig in .run/kind/
+	scripts/kind/up.sh
+
+kind-down:        ## delete the kind cluster (images and caches stay)
+	scripts/kind/down.sh
+
+e2e-kind: setup   ## kind cluster up, images in, chart installed, tests/e2e against it, cluster down
+	scripts/kind/e2e.sh
 
 crd:              ## regenerate crds/sendertier.yaml from the API models
 	$(TG) crd > crds/sendertier.yaml

@@ -294,7 +294,7 @@ def build_tool(tool: Tool, out_dir: Path, work: Path) -> None:
     (mod_dir / "go.mod").write_text("\n".join(lines))
     _go(["mod", "download"], mod_dir, env)
     target = out_dir / tool.name
-    tmp = out_dir / f".{tool.name}.tmp"
+    tmp = out_dir / f".{tool.name}.{os.getpid()}.tmp"
     _go(
         ["build", "-mod=mod", "-trimpath", "-ldflags", tool.ldflags, "-o", str(tmp), tool.package],
         mod_dir,
