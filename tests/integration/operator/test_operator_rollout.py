@@ -132,6 +132,19 @@ class DeploymentSampler:
         return any(s.get(tier) == revision for _, s in self.samples)
 
 
+def serving(kube_api: client.ApiClient, namespace: str, tier: str, revision: str) -> bool:
+    """True when the tier's Deployment holds ``revision`` and all its replicas are Ready."""
+    dep = client.AppsV1Api(kube_api).read_namespaced_deployment(tier, namespace)
+    held = dep.spec.template.metadata.labels.get("tiergate.io/revision")
+    return bool(held == revision and (dep.status.ready_replicas or 0) == dep.spec.replicas)
+
+
+def set_gate(kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **gate: str) -> None:
+    """Change the health gate of every tier (a spec change that is not a new revision)."""
+    for doc in docs:
+        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"healthGate": gate}})
+
+
 def replica_set_revisions(kube_api: client.ApiClient, namespace: str, tier: str) -> set[str]:
     """Every revision a tier's Deployment was ever given, from its ReplicaSets' labels."""
     sets = (
@@ -198,27 +211,14 @@ def test_workers_that_never_become_ready_halt_tier_0_which_rolls_back(
     fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
 ) -> None:
     docs, _, first = fleet
-    for doc in docs:
-        patch_tier(
-            kube_api,
-            namespace,
-            doc["metadata"]["name"],
-            {"spec": {"healthGate": {"progressDeadline": "12s"}}},
-        )
+    set_gate(kube_api, namespace, docs, progressDeadline="12s")
     with DeploymentSampler(kube_api, namespace) as sampler:
         bad = release(kube_api, namespace, docs, TIERGATE_FAULTS="no-bind", TIERGATE_ALLOW_FAULTS="1")
         wait_for(
             lambda: phases(kube_api, namespace)["bulk"] == "RolledBack", timeout=90, what="bulk rolled back"
         )
-        apps = client.AppsV1Api(kube_api)
         wait_for(
-            lambda: (
-                (d := apps.read_namespaced_deployment("bulk", namespace)).spec.template.metadata.labels[
-                    "tiergate.io/revision"
-                ]
-                == first["bulk"]
-                and (d.status.ready_replicas or 0) == d.spec.replicas
-            ),
+            lambda: serving(kube_api, namespace, "bulk", first["bulk"]),
             timeout=60,
             what="bulk back on its signed-off revision",
         )
@@ -287,13 +287,7 @@ def test_operator_killed_again_and_again_mid_rollout_ends_where_it_would_have(
     fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
 ) -> None:
     docs, op, first = fleet
-    for doc in docs:
-        patch_tier(
-            kube_api,
-            namespace,
-            doc["metadata"]["name"],
-            {"spec": {"healthGate": {"progressDeadline": "12s"}}},
-        )
+    set_gate(kube_api, namespace, docs, progressDeadline="12s")
     bad = release(kube_api, namespace, docs, TIERGATE_FAULTS="no-bind", TIERGATE_ALLOW_FAULTS="1")
     deadline = time.monotonic() + 90
     kills = 0
@@ -310,14 +304,8 @@ def test_operator_killed_again_and_again_mid_rollout_ends_where_it_would_have(
         op.kill()
         kills += 1
         op.start()
-    apps = client.AppsV1Api(kube_api)
     wait_for(
-        lambda: (
-            apps.read_namespaced_deployment("bulk", namespace).spec.template.metadata.labels[
-                "tiergate.io/revision"
-            ]
-            == first["bulk"]
-        ),
+        lambda: serving(kube_api, namespace, "bulk", first["bulk"]),
         timeout=60,
         what="bulk rolled back despite the kills",
     )
@@ -327,13 +315,7 @@ def test_operator_killed_again_and_again_mid_rollout_ends_where_it_would_have(
         assert bad[t] not in replica_set_revisions(kube_api, namespace, t)
     assert kills >= 4
     # Then a good release goes through as if nothing had happened.
-    for doc in docs:
-        patch_tier(
-            kube_api,
-            namespace,
-            doc["metadata"]["name"],
-            {"spec": {"healthGate": {"progressDeadline": "90s"}}},
-        )
+    set_gate(kube_api, namespace, docs, progressDeadline="90s")
     good = release(kube_api, namespace, docs, TIERGATE_FAULTS="", RELEASE="4")
     wait_for(
         lambda: all_signed_off(kube_api, namespace, good), timeout=240, what="good release after the kills"
@@ -370,8 +352,7 @@ def test_on_call_controls_through_the_cli(
     )
 
     # promote: skip the rest of a long bake, recorded with who asked.
-    for doc in docs:
-        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"healthGate": {"bake": "10m"}}})
+    set_gate(kube_api, namespace, docs, bake="10m")
     release(kube_api, namespace, docs[:1], RELEASE="6")
     wait_for(lambda: phases(kube_api, namespace)["bulk"] == "Baking", timeout=60, what="bulk baking")
     _cli(kubeconfig_path, namespace, "promote", "bulk", "--who", "alice")
