@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tiergate.domain.messages import Encoding as BodyEncoding
 from tiergate.domain.messages import (
     FieldError,
     ValidationFailed,
@@ -46,6 +47,14 @@ from tiergate.store import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+_STORE_ENCODING = {e: Encoding(e.value) for e in BodyEncoding}
+
+
+class _Json(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def _error(
@@ -160,8 +169,8 @@ class IngestApi:
         if len(body) > MAX_BODY_BYTES:
             return None, _error(413, "too_large", f"body over {MAX_BODY_BYTES} bytes")
         try:
-            return json.loads(body), None
-        except (ValueError, UnicodeDecodeError):
+            return orjson.loads(body), None
+        except orjson.JSONDecodeError:
             return None, _error(400, "invalid_json", "body is not valid JSON")
 
     def _overloaded(self, customer: str, messages: list[ValidMessage]) -> JSONResponse | None:
@@ -218,19 +227,20 @@ class IngestApi:
         overloaded = self._overloaded(customer, messages)
         if overloaded is not None:
             return overloaded
+        store_encoding = _STORE_ENCODING
         try:
             results = await self.store.enqueue(
                 [
                     NewMessage(
-                        customer_id=m.customer_id,
-                        traffic_class=m.traffic_class,
-                        destination=m.destination,
-                        sender_id=m.sender_id,
-                        body=m.body,
-                        encoding=Encoding(m.encoding.value),
-                        segments=m.segments,
-                        client_ref=m.client_ref,
-                        idempotency_key=m.idempotency_key,
+                        m.customer_id,
+                        m.traffic_class,
+                        m.destination,
+                        m.sender_id,
+                        m.body,
+                        store_encoding[m.encoding],
+                        m.segments,
+                        m.client_ref,
+                        m.idempotency_key,
                     )
                     for m in messages
                 ]
@@ -243,13 +253,16 @@ class IngestApi:
                 "the queue cannot take writes right now",
                 headers={"Retry-After": "1"},
             )
+        created: dict[str, int] = {}
         for message, result in zip(messages, results, strict=True):
             if result.created:
-                metrics.ACCEPTED.labels(traffic_class=message.traffic_class).inc()
+                created[message.traffic_class] = created.get(message.traffic_class, 0) + 1
+        for traffic_class, count in created.items():
+            metrics.ACCEPTED.labels(traffic_class=traffic_class).inc(count)
         items = [{"id": r.id, "state": "queued", "duplicate": not r.created} for r in results]
         if batch:
-            return JSONResponse({"messages": items}, status_code=202)
-        return JSONResponse(items[0], status_code=202, headers={"Location": f"/v1/messages/{items[0]['id']}"})
+            return _Json({"messages": items}, status_code=202)
+        return _Json(items[0], status_code=202, headers={"Location": f"/v1/messages/{items[0]['id']}"})
 
     async def post_message(self, request: Request) -> Response:
         """POST /v1/messages."""

@@ -87,6 +87,7 @@ class TestSmsc:
         receipts: bool = False,
         receipt_delay: float = 0.0,
         system_id: str = "tiergate-smsc",
+        inbound_capacity: int = 4096,
     ) -> None:
         self.host = host
         self.port = port
@@ -95,6 +96,7 @@ class TestSmsc:
         self.receipts = receipts
         self.receipt_delay = receipt_delay
         self.system_id = system_id
+        self.inbound_capacity = inbound_capacity
         self.stats = SmscStats()
         self._bucket = (
             TokenBucket(throttle_rate, burst=max(1.0, throttle_rate / 20)) if throttle_rate else None
@@ -118,7 +120,9 @@ class TestSmsc:
         """Start listening for binds."""
         if self.up:
             return
-        server = smpp34.Server(self.host, self.port, system_id=self.system_id)
+        server = smpp34.Server(
+            self.host, self.port, system_id=self.system_id, inbound_capacity=self.inbound_capacity
+        )
         await server.start()
         self._server = server
         self._loop_task = asyncio.create_task(self._serve(server), name="smsc")

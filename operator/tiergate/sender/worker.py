@@ -2,8 +2,12 @@
 
 One `Worker` serves one traffic class for one tier and revision. Outcomes and delivery
 receipts are written in batches, so a fast upstream is not held back by one commit per
-message. A worker that stops (SIGTERM) leases nothing more, waits for submits in flight,
-and hands back what it never sent.
+message. A receipt that arrives before its submit's outcome is committed waits for that
+commit (then it updates the message directly instead of being parked), and is acknowledged
+upstream only once stored. Leases of messages still in flight are extended before they
+expire, so a slow or rate-limited upstream does not cause resends. A worker that stops
+(SIGTERM) leases nothing more, waits for submits in flight, and hands back what it never
+sent.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from tiergate.store import Receipt as StoreReceipt
 log = logging.getLogger(__name__)
 
 RECEIPT_MEMORY = 100_000
+EARLY_RECEIPT_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class WorkerOptions:
     """Tuning of one worker."""
 
     window: int = 256
-    lease_batch: int = 128
+    lease_batch: int = 512
     visibility_timeout: float = 60.0
     poll_interval: float = 0.05
     max_poll_interval: float = 0.5
@@ -82,17 +87,21 @@ class Worker:
         self._pause_until = 0.0
         self._throttle_streak = 0
         self._accepted_at: dict[str, float] = {}
+        self._leased_at: dict[str, float] = {}
+        self._unstored: dict[str, list[Receipt]] = {}
+        self._early: dict[str, list[Receipt]] = {}
         self.running = False
         self.heartbeat = 0.0
         labels = {"tier": identity.tier, "revision": identity.revision}
-        self._in_flight = metrics.IN_FLIGHT.labels(**labels)
+        metrics.IN_FLIGHT.labels(**labels).set_function(lambda: len(self._tasks))
         self._latency = metrics.SUBMIT_LATENCY.labels(**labels)
         self._retries = metrics.RETRIES.labels(**labels)
         self._receipt_latency = metrics.RECEIPT_LATENCY.labels(**labels)
         # Every result series exists from the start at zero, so an error ratio of a healthy
         # revision is 0, not "no data".
-        for result in ("ok", "error", "throttled"):
-            self._submits(result)
+        self._ok, self._error, self._throttled = (
+            self._submits(result) for result in ("ok", "error", "throttled")
+        )
         connector.on_receipt(self._receipts_put)
 
     def _submits(self, result: str) -> Counter:
@@ -103,8 +112,23 @@ class Worker:
             result=result,
         )
 
-    async def _receipts_put(self, receipt: Receipt) -> None:
-        self._receipts.put_nowait(receipt)
+    def _receipts_put(self, receipt: Receipt) -> None:
+        upstream_id = receipt.upstream_id
+        held = self._unstored.get(upstream_id)
+        if held is not None:
+            held.append(receipt)
+        elif upstream_id in self._accepted_at or self._stopping.is_set():
+            self._receipts.put_nowait(receipt)
+        else:
+            # An SMSC may send a receipt before the submit_sm_resp it belongs to.
+            early = self._early.setdefault(upstream_id, [])
+            early.append(receipt)
+            if len(early) == 1:
+                asyncio.get_running_loop().call_later(EARLY_RECEIPT_WAIT, self._release_early, upstream_id)
+
+    def _release_early(self, upstream_id: str) -> None:
+        for receipt in self._early.pop(upstream_id, ()):
+            self._receipts.put_nowait(receipt)
 
     def stop(self) -> None:
         """Ask the loop to stop leasing and drain."""
@@ -114,6 +138,7 @@ class Worker:
         """Lease and submit until stopped, then drain what is in flight."""
         completer = asyncio.create_task(self._complete_loop(), name="worker-complete")
         receipts = asyncio.create_task(self._receipt_loop(), name="worker-receipts")
+        extender = asyncio.create_task(self._extend_loop(), name="worker-extend")
         self.running = True
         log.info(
             "Worker started tier=%s revision=%s traffic_class=%s window=%d",
@@ -127,11 +152,13 @@ class Worker:
         finally:
             self.running = False
             await self._drain()
-            for task in (completer, receipts):
+            for task in (completer, receipts, extender):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._flush_outcomes()
+            for upstream_id in list(self._early):
+                self._release_early(upstream_id)
             await self._flush_receipts()
             log.info("Worker stopped tier=%s revision=%s", self.identity.tier, self.identity.revision)
 
@@ -166,7 +193,9 @@ class Worker:
                 idle = min(self.options.max_poll_interval, idle * 2)
                 continue
             idle = self.options.poll_interval
+            now = time.monotonic()
             for message in leased:
+                self._leased_at[message.id] = now
                 await self._slots.acquire()
                 task = asyncio.create_task(self._send(message))
                 self._tasks.add(task)
@@ -196,44 +225,42 @@ class Worker:
             if age >= self.options.policy.max_age:
                 self._discard(message, "max-age", None)
                 return
-            self._in_flight.inc()
             started = time.perf_counter()
-            try:
-                upstream_id = await self.connector.submit(
-                    Outbound(
-                        message_id=message.id,
-                        source=message.sender_id,
-                        destination=message.destination,
-                        body=message.body,
-                    )
+            upstream_id = await self.connector.submit(
+                Outbound(
+                    message_id=message.id,
+                    source=message.sender_id,
+                    destination=message.destination,
+                    body=message.body,
                 )
-            finally:
-                self._in_flight.dec()
+            )
             self._latency.observe(time.perf_counter() - started)
-            self._submits("ok").inc()
+            self._ok.inc()
             self._throttle_streak = 0
             self._remember(upstream_id, message.created_at.timestamp())
+            self._unstored.setdefault(upstream_id, []).extend(self._early.pop(upstream_id, ()))
             self._outcomes.put_nowait((Submitted(message.id, owner, upstream_id), ""))
         except asyncio.CancelledError:
             self._outcomes.put_nowait((Release(message.id, owner), ""))
         except ThrottledError as exc:
-            self._submits("throttled").inc()
+            self._throttled.inc()
             self._throttle_streak += 1
             delay = self.options.policy.throttle_backoff(self._throttle_streak, exc.retry_after, self._rng)
             self._pause_until = max(self._pause_until, time.monotonic() + delay)
             self._retries.inc()
             self._outcomes.put_nowait((Release(message.id, owner), ""))
         except PermanentError as exc:
-            self._submits("error").inc()
+            self._error.inc()
             self._discard(message, REASON_REJECTED, exc)
         except TransientError as exc:
-            self._submits("error").inc()
+            self._error.inc()
             self._transient(message, exc)
         except Exception as exc:
             log.exception("Submit crashed message_id=%s", message.id)
-            self._submits("error").inc()
+            self._error.inc()
             self._transient(message, TransientError(repr(exc), code="internal"))
         finally:
+            self._leased_at.pop(message.id, None)
             self._slots.release()
 
     def _remember(self, upstream_id: str, created: float) -> None:
@@ -289,6 +316,15 @@ class Worker:
             await self._write_outcomes(batch)
 
     async def _write_outcomes(self, batch: list[tuple[Outcome, str]]) -> None:
+        try:
+            await self._store_outcomes(batch)
+        finally:
+            for outcome, _ in batch:
+                if isinstance(outcome, Submitted):
+                    for receipt in self._unstored.pop(outcome.upstream_message_id, ()):
+                        self._receipts.put_nowait(receipt)
+
+    async def _store_outcomes(self, batch: list[tuple[Outcome, str]]) -> None:
         for attempt in range(5):
             try:
                 results = await self.store.complete([outcome for outcome, _ in batch])
@@ -321,13 +357,21 @@ class Worker:
 
     async def _write_receipts(self, batch: list[Receipt]) -> None:
         records = [StoreReceipt(r.upstream_id, r.delivered, _receipt_detail(r)) for r in batch]
-        try:
-            updated = await self.store.record_receipts(records)
-        except Exception as exc:
-            log.warning("Receipts not recorded count=%d error=%r", len(batch), exc)
+        for attempt in range(5):
+            try:
+                updated = await self.store.record_receipts(records)
+                break
+            except Exception as exc:
+                log.warning(
+                    "Receipts not recorded count=%d attempt=%d error=%r", len(batch), attempt + 1, exc
+                )
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+        else:
+            log.error("Receipts left unacknowledged after retries count=%d", len(batch))
             return
         now = self._clock()
         for receipt, message in zip(batch, updated, strict=True):
+            receipt.ack()
             state = "delivered" if receipt.delivered else "failed"
             metrics.RECEIPTS.labels(
                 tier=self.identity.tier, revision=self.identity.revision, state=state
@@ -337,6 +381,26 @@ class Worker:
                 created = message.created_at.timestamp()
             if created is not None:
                 self._receipt_latency.observe(max(0.0, now - created))
+
+    async def _extend_loop(self) -> None:
+        timeout = self.options.visibility_timeout
+        while True:
+            await asyncio.sleep(timeout / 4)
+            now = time.monotonic()
+            due = [mid for mid, at in self._leased_at.items() if now - at > timeout / 2]
+            if not due:
+                continue
+            try:
+                held = await self.store.extend_leases(due, self.identity.owner, timeout)
+            except Exception as exc:
+                log.warning("Leases not extended count=%d error=%r", len(due), exc)
+                continue
+            for mid, ok in zip(due, held, strict=True):
+                if ok and mid in self._leased_at:
+                    self._leased_at[mid] = now
+            lost = held.count(False)
+            if lost:
+                log.warning("Leases lost while in flight count=%d owner=%s", lost, self.identity.owner)
 
 
 def _describe(exc: UpstreamError) -> str:

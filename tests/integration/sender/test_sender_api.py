@@ -22,8 +22,8 @@ AUTH = {"authorization": "Bearer tok-a"}
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
-    s = await open_store(sqlite_url)
+async def store(engine_url: str) -> AsyncIterator[Store]:
+    s = await open_store(engine_url)
     try:
         yield s
     finally:

@@ -27,9 +27,12 @@ FINAL = {MessageState.SUBMITTED, MessageState.DELIVERED, MessageState.DISCARDED}
 
 @pytest.mark.slow
 async def test_kill_9_under_load_loses_nothing(
-    spawn: Callable[..., Proc], tmp_path: Path, record_property: Callable[[str, object], None]
+    spawn: Callable[..., Proc],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    engine_url: str,
 ) -> None:
-    store_url = f"sqlite://{tmp_path / 'q.db'}"
+    store_url = engine_url
     smpp_port, stats_port, api_port = free_port(), free_port(), free_port()
     worker_ports = [free_port(), free_port()]
     spawn(

@@ -1,11 +1,13 @@
-"""The worker loop against the smpp34 test SMSC over real SMPP, on a real SQLite store."""
+"""The worker loop against the smpp34 test SMSC over real SMPP, on each store engine."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from tests.plugins.smsc import eventually, free_port
 
@@ -26,8 +28,8 @@ def new(i: int, destination: str = "+4915112345678") -> NewMessage:
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
-    s = await open_store(sqlite_url)
+async def store(engine_url: str) -> AsyncIterator[Store]:
+    s = await open_store(engine_url)
     try:
         yield s
     finally:
@@ -42,6 +44,8 @@ async def running_worker(
     policy: RetryPolicy = FAST,
     fail_share: float = 0.0,
     rate: float | None = None,
+    owner: str = "w1",
+    visibility_timeout: float = 10.0,
 ) -> AsyncIterator[Worker]:
     connector: SmppConnector | FaultyConnector = SmppConnector(
         "127.0.0.1", port, "esme", "pw", window=64, rate=rate, submit_timeout=3.0, reconnect_min_delay=0.2
@@ -52,9 +56,9 @@ async def running_worker(
     worker = Worker(
         store,
         connector,
-        WorkerIdentity("w1", "bulk", "r1"),
+        WorkerIdentity(owner, "bulk", "r1"),
         "bulk",
-        WorkerOptions(window=64, visibility_timeout=10.0, policy=policy),
+        WorkerOptions(window=64, visibility_timeout=visibility_timeout, policy=policy),
         seed=1,
     )
     task = asyncio.create_task(worker.run())
@@ -173,3 +177,63 @@ async def test_per_connector_rate_limit_holds(store: Store, smsc: TestSmsc) -> N
             lambda: all_in(store, ids, {MessageState.SUBMITTED, MessageState.DELIVERED}), within=30
         )
     assert loop.time() - started >= 1.0
+
+
+async def test_leases_of_slow_sends_are_extended_so_a_racing_worker_resends_nothing(
+    store: Store, smsc: TestSmsc
+) -> None:
+    # 60 messages at 25/s take 2.4 s, well past the 0.8 s visibility timeout of each lease.
+    ids = [r.id for r in await store.enqueue([new(i) for i in range(60)])]
+    async with (
+        running_worker(store, smsc.port, rate=25, owner="w1", visibility_timeout=0.8),
+        running_worker(store, smsc.port, rate=25, owner="w2", visibility_timeout=0.8),
+    ):
+        await eventually(
+            lambda: all_in(store, ids, {MessageState.SUBMITTED, MessageState.DELIVERED}), within=30
+        )
+    assert smsc.stats.accepted == 60
+    assert smsc.stats.snapshot()["duplicates"] == 0
+    for id_ in ids:
+        view = await store.get(id_)
+        assert view is not None and view.message.attempts == 1
+
+
+@contextlib.asynccontextmanager
+async def writes_blocked(store_url: str) -> AsyncIterator[None]:
+    """Hold the store's write lock from another connection."""
+    if store_url.startswith("sqlite://"):
+        conn = sqlite3.connect(store_url.removeprefix("sqlite://"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    pg = await asyncpg.connect(store_url)
+    tx = pg.transaction()
+    await tx.start()
+    await pg.execute("LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE")
+    try:
+        yield
+    finally:
+        await tx.rollback()
+        await pg.close()
+
+
+async def test_a_receipt_is_acknowledged_only_once_stored(store: Store, engine_url: str) -> None:
+    smsc = TestSmsc("127.0.0.1", free_port(), receipts=True, receipt_delay=1.5)
+    await smsc.start()
+    try:
+        ids = [r.id for r in await store.enqueue([new(i) for i in range(20)])]
+        async with running_worker(store, smsc.port):
+            await eventually(lambda: all_in(store, ids, {MessageState.SUBMITTED}), within=20)
+            async with writes_blocked(engine_url):
+                await asyncio.sleep(2.5)
+                # The SMSC has sent its receipts, but none may be answered while unstored.
+                assert smsc.stats.receipts_sent == 0
+                assert smsc.stats.receipts_failed == 0
+            await eventually(lambda: smsc.stats.receipts_sent == 20, within=20)
+            assert await all_in(store, ids, {MessageState.DELIVERED})
+    finally:
+        await smsc.stop()

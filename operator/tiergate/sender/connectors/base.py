@@ -2,7 +2,9 @@
 
 A connector submits one message and answers with the upstream's id, or raises one of
 `tiergate.sender.errors` (`TransientError`, `ThrottledError`, `PermanentError`). Delivery
-receipts come back through a handler the worker registers.
+receipts come back through a handler the worker registers; the worker calls a receipt's
+`ack` once it is stored, so a connector that can withhold its answer to the upstream until
+then (SMPP's ``deliver_sm_resp``) loses no receipt in a crash.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from tiergate.sender.errors import TransientError
 from tiergate.sender.ratelimit import TokenBucket
@@ -27,17 +29,25 @@ class Outbound:
     body: str
 
 
+def _nothing_to_ack() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Receipt:
-    """A delivery receipt: the upstream id, a final state (delivered or failed) and detail."""
+    """A delivery receipt: the upstream id, a final state (delivered or failed) and detail.
+
+    `ack` answers the upstream; call it only after the receipt is stored.
+    """
 
     upstream_id: str
     delivered: bool
     status: str
     error: str = ""
+    ack: Callable[[], None] = field(default=_nothing_to_ack, compare=False, repr=False)
 
 
-ReceiptHandler = Callable[[Receipt], Awaitable[None]]
+ReceiptHandler = Callable[[Receipt], None]
 
 
 class Connector(abc.ABC):
@@ -52,7 +62,7 @@ class Connector(abc.ABC):
         self._receipt_handler: ReceiptHandler | None = None
 
     def on_receipt(self, handler: ReceiptHandler) -> None:
-        """Register the coroutine called for each delivery receipt."""
+        """Register the function called (on the loop) for each delivery receipt."""
         self._receipt_handler = handler
 
     @property
@@ -81,9 +91,9 @@ class Connector(abc.ABC):
                 await self._bucket.acquire()
             return await self._submit(message)
 
-    async def _deliver_receipt(self, receipt: Receipt) -> None:
+    def _deliver_receipt(self, receipt: Receipt) -> None:
         if self._receipt_handler is not None:
-            await self._receipt_handler(receipt)
+            self._receipt_handler(receipt)
 
 
 class FaultyConnector(Connector):
