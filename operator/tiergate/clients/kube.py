@@ -21,15 +21,22 @@ from tiergate.errors import ConflictError, TransientError
 FIELD_MANAGER = "tiergate-operator"
 
 
-def load_config(kubeconfig: str | None = None) -> client.ApiClient:
-    """An API client from a kubeconfig file, or the in-cluster service account."""
+def load_config(kubeconfig: str | None = None, pool_size: int = 32) -> client.ApiClient:
+    """An API client from a kubeconfig file, or the in-cluster service account.
+
+    ``pool_size`` matches the operator's worker threads, so concurrent calls reuse connections
+    instead of opening and discarding them.
+    """
+    cfg = client.Configuration()
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        return config.new_client_from_config()
-    return client.ApiClient()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = pool_size
+    return client.ApiClient(cfg)
 
 
 @dataclass(frozen=True)

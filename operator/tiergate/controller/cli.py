@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -22,6 +23,8 @@ from tiergate.controller import handlers as _handlers  # registers the handlers 
 from tiergate.controller.reconcile import Runtime
 
 app = typer.Typer(no_args_is_help=True)
+
+API_THREADS = 32
 
 assert _handlers
 
@@ -48,6 +51,11 @@ async def _run(
     replay_url: str | None,
     replay_token: str | None,
 ) -> None:
+    # Every Kubernetes and Prometheus call runs in a worker thread; the default pool (CPUs + 4)
+    # queued hundreds of tiers' calls behind each other.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="tiergate-api")
+    )
     api = load_config(os.environ.get("KUBECONFIG"))
     runtime = Runtime(
         kube=Kube(api),
