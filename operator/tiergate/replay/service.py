@@ -21,18 +21,15 @@ import contextlib
 import json
 import logging
 import re
-import signal
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
+from tiergate.httpserver import HttpServer, install_stop_signals, metrics_endpoint
 from tiergate.replay.engine import EngineOptions, RateAboveCap, ReplayEngine, WrongState
 from tiergate.replay.filters import (
     FILTER_FIELDS,
@@ -147,7 +144,7 @@ class ReplayApi:
                 Route("/v1/replays/{id}", self.get_job, methods=["GET"]),
                 Route("/healthz", self.healthz),
                 Route("/readyz", self.readyz),
-                Route("/metrics", self.metrics),
+                Route("/metrics", metrics_endpoint),
             ]
         )
 
@@ -332,10 +329,6 @@ class ReplayApi:
             missing.append("engine: not running")
         return JSONResponse({"ready": not missing, "missing": missing}, status_code=503 if missing else 200)
 
-    async def metrics(self, request: Request) -> Response:
-        """Prometheus text exposition."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
 
 def _limit(values: list[str] | None) -> int:
     if not values:
@@ -392,38 +385,6 @@ def _parse_job(body: object, caller: Caller) -> tuple[NewReplayJob, bool]:
     return job, allow_concurrent
 
 
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class HttpServer:
-    """A uvicorn server run as a task of the current loop, leaving signals to us."""
-
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-        )
-        self._server = _QuietServer(config)
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Start serving; returns once the socket listens."""
-        self._task = asyncio.create_task(self._server.serve(), name="replay-http")
-        while not self._server.started:
-            if self._task.done():
-                await self._task
-                raise RuntimeError("HTTP server stopped while starting")
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        """Stop accepting and finish open requests."""
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
-
-
 class ReplayService:
     """Store, engine, gauges and HTTP server of one replay process."""
 
@@ -462,9 +423,7 @@ class ReplayService:
 async def run_service(settings: ReplaySettings) -> None:
     """Serve the replay API and run jobs until SIGTERM or SIGINT."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_stop_signals(stop.set)
     store = await open_store(settings.store_url)
     service = ReplayService(store, settings)
     try:

@@ -30,8 +30,8 @@ from tiergate.domain.messages import (
     validate_batch,
     validate_message,
 )
+from tiergate.httpserver import HttpServer, install_stop_signals, metrics_endpoint
 from tiergate.sender import metrics
-from tiergate.sender.httpserver import HttpServer, install_stop_signals, metrics_endpoint
 from tiergate.sender.ratelimit import TokenBucket
 from tiergate.sender.settings import ApiSettings, token_digest
 from tiergate.store import (

@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tiergate.httpserver import HttpServer, install_stop_signals, metrics_endpoint
 from tiergate.sender import metrics
 from tiergate.sender.connectors import Connector, connector_from_url
 from tiergate.sender.connectors.base import FaultyConnector
-from tiergate.sender.httpserver import HttpServer, install_stop_signals, metrics_endpoint
 from tiergate.sender.retry import RetryPolicy
 from tiergate.sender.settings import WorkerSettings
 from tiergate.sender.worker import Worker, WorkerOptions

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tiergate.sender.httpserver import HttpServer, install_stop_signals
+from tiergate.httpserver import HttpServer, install_stop_signals
 from tiergate.sender.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)

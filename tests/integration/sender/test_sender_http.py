@@ -11,10 +11,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from tests.plugins.smsc import free_port
 
+from tiergate.httpserver import HttpServer
 from tiergate.sender.connectors.base import Outbound
 from tiergate.sender.connectors.http import HttpConnector
 from tiergate.sender.errors import PermanentError, ThrottledError, TransientError
-from tiergate.sender.httpserver import HttpServer
 
 seen: list[dict[str, object]] = []
 

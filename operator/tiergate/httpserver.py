@@ -1,7 +1,7 @@
 """Serve a Starlette app on uvicorn inside our own event loop, without its signal handling.
 
-The sender processes handle SIGTERM themselves (stop leasing, drain, then stop HTTP), so
-uvicorn must not exit on the signal first.
+The sender and replay processes handle SIGTERM themselves (stop leasing or claiming, drain,
+then stop HTTP), so uvicorn must not exit on the signal first. Shared by both services.
 """
 
 from __future__ import annotations
