@@ -26,8 +26,9 @@ NODE_IMAGE="tiergate/kind-node:$KUBERNETES_VERSION"
 TIERGATE_IMAGE="${TIERGATE_IMAGE:-tiergate:dev}"
 PROMETHEUS_IMAGE="tiergate/prometheus:dev"
 
-# Our dockerd when we started one; an already running engine otherwise.
-if [[ -S "$DOCKER_DIR/docker.sock" && -z "${DOCKER_HOST:-}" ]]; then
+# Our dockerd (running, or about to be started by dockerd.sh) unless another engine
+# already answers on the default socket or DOCKER_HOST names one.
+if [[ -z "${DOCKER_HOST:-}" ]] && { [[ -S "$DOCKER_DIR/docker.sock" ]] || [[ ! -S /var/run/docker.sock ]]; }; then
   export DOCKER_HOST="unix://$DOCKER_DIR/docker.sock"
 fi
 export PATH="$K8S_BIN:$PATH"
