@@ -143,9 +143,9 @@ def _kube_ldflags(version: str) -> str:
     return " ".join(["-s", "-w", *flags])
 
 
-def tools(v: Versions) -> list[Tool]:
-    """The binaries to build, in build order."""
-    kube = [
+def _kube(v: Versions, names: tuple[str, ...]) -> list[Tool]:
+    """Kubernetes commands, built from k8s.io/kubernetes with its staging modules pinned."""
+    return [
         Tool(
             name=name,
             module="k8s.io/kubernetes",
@@ -154,26 +154,34 @@ def tools(v: Versions) -> list[Tool]:
             local_replace_version=v.staging,
             ldflags=_kube_ldflags(v.kubernetes),
         )
-        for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+        for name in names
     ]
+
+
+def _module(name: str, module: str, version: str, cmd: str = "", stamp: str = "") -> Tool:
+    """A tool built from its own module at ``version``; ``stamp`` is a ``-X var=value`` setting."""
+    return Tool(
+        name=name,
+        module=module,
+        version=version,
+        package=f"{module}/{cmd}" if cmd else module,
+        local_replace_version=version,
+        ldflags=f"-s -w -X {stamp}" if stamp else "-s -w",
+    )
+
+
+def tools(v: Versions) -> list[Tool]:
+    """The binaries to build, in build order."""
     return [
-        Tool(
-            name="etcd",
-            module="go.etcd.io/etcd/server/v3",
-            version=v.etcd,
-            package="go.etcd.io/etcd/server/v3",
-            local_replace_version=v.etcd,
-            ldflags="-s -w",
+        _module("etcd", "go.etcd.io/etcd/server/v3", v.etcd),
+        _module(
+            "kwok",
+            "sigs.k8s.io/kwok",
+            v.kwok,
+            "cmd/kwok",
+            f"sigs.k8s.io/kwok/pkg/consts.Version={v.kwok.removeprefix('v')}",
         ),
-        Tool(
-            name="kwok",
-            module="sigs.k8s.io/kwok",
-            version=v.kwok,
-            package="sigs.k8s.io/kwok/cmd/kwok",
-            local_replace_version=v.kwok,
-            ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={v.kwok.removeprefix('v')}",
-        ),
-        *kube,
+        *_kube(v, ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")),
     ]
 
 
@@ -182,50 +190,23 @@ def kind_tools(v: Versions) -> list[Tool]:
     missing = [k for k in ("kind", "coredns", "crictl", "helm") if not getattr(v, k)]
     if missing:
         raise RuntimeError(f"versions.env pins no version for: {', '.join(missing)}")
-    kube = [
-        Tool(
-            name=name,
-            module="k8s.io/kubernetes",
-            version=v.kubernetes,
-            package=f"k8s.io/kubernetes/cmd/{name}",
-            local_replace_version=v.staging,
-            ldflags=_kube_ldflags(v.kubernetes),
-        )
-        for name in ("kubelet", "kubeadm", "kube-proxy")
-    ]
     return [
-        *kube,
-        Tool(
-            name="kind",
-            module="sigs.k8s.io/kind",
-            version=v.kind,
-            package="sigs.k8s.io/kind",
-            local_replace_version=v.kind,
-            ldflags="-s -w",
+        *_kube(v, ("kubelet", "kubeadm", "kube-proxy")),
+        _module("kind", "sigs.k8s.io/kind", v.kind),
+        _module("coredns", "github.com/coredns/coredns", v.coredns),
+        _module(
+            "crictl",
+            "sigs.k8s.io/cri-tools",
+            v.crictl,
+            "cmd/crictl",
+            f"sigs.k8s.io/cri-tools/pkg/version.Version={v.crictl}",
         ),
-        Tool(
-            name="coredns",
-            module="github.com/coredns/coredns",
-            version=v.coredns,
-            package="github.com/coredns/coredns",
-            local_replace_version=v.coredns,
-            ldflags="-s -w",
-        ),
-        Tool(
-            name="crictl",
-            module="sigs.k8s.io/cri-tools",
-            version=v.crictl,
-            package="sigs.k8s.io/cri-tools/cmd/crictl",
-            local_replace_version=v.crictl,
-            ldflags=f"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={v.crictl}",
-        ),
-        Tool(
-            name="helm",
-            module="helm.sh/helm/v3",
-            version=v.helm,
-            package="helm.sh/helm/v3/cmd/helm",
-            local_replace_version=v.helm,
-            ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={v.helm}",
+        _module(
+            "helm",
+            "helm.sh/helm/v3",
+            v.helm,
+            "cmd/helm",
+            f"helm.sh/helm/v3/internal/version.version={v.helm}",
         ),
     ]
 
