@@ -15,7 +15,18 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.e2e.helpers import RELEASE_NS, e2e_enabled, http_in_pod, kind_fleet, pod_of, running_pods
-from tests.plugins.operator import create_tiers, get_tier, kubectl, patch_tier, tier_ready, wait_for
+from tests.plugins.operator import (
+    FLEET_TIERS,
+    all_signed_off,
+    create_tiers,
+    get_tier,
+    kubectl,
+    patch_tier,
+    phases,
+    release,
+    tier_ready,
+    wait_for,
+)
 
 from tiergate.domain.revision import revision_of
 
@@ -26,36 +37,7 @@ pytestmark = [
     pytest.mark.skipif(not e2e_enabled(), reason="needs KUBECONFIG and TIERGATE_E2E=1 (scripts/kind/e2e.sh)"),
 ]
 
-TIERS = ("bulk", "standard", "priority")
-
-
-def phases(kube_api: client.ApiClient, namespace: str) -> dict[str, str | None]:
-    """Each tier's phase."""
-    return {t: (get_tier(kube_api, namespace, t).get("status") or {}).get("phase") for t in TIERS}
-
-
-def all_signed_off(kube_api: client.ApiClient, namespace: str, revisions: dict[str, str]) -> bool:
-    """True when every tier is signed off at the given revisions."""
-    for t in TIERS:
-        st = get_tier(kube_api, namespace, t).get("status") or {}
-        if st.get("phase") != "SignedOff" or st.get("signedOffRevision") != revisions[t]:
-            return False
-    return True
-
-
-def release(
-    kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **env: str
-) -> dict[str, str]:
-    """Give every tier a new template (extra worker env) at once; return the new revisions."""
-    revisions = {}
-    for doc in docs:
-        template = doc["spec"]["template"]
-        worker = template["spec"]["containers"][0]
-        worker["env"] = [e for e in worker.get("env", []) if e["name"] not in env]
-        worker["env"] += [{"name": k, "value": v} for k, v in env.items()]
-        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"template": template}})
-        revisions[doc["metadata"]["name"]] = revision_of(template)
-    return revisions
+TIERS = FLEET_TIERS
 
 
 def _ts(value: str) -> datetime:

@@ -7,6 +7,7 @@ least-privilege service account, so every test also proves the RBAC is enough.
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import shutil
 import signal
@@ -24,6 +25,8 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from tiergate.domain.revision import revision_of
 
 ROOT = Path(__file__).resolve().parents[2]
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
@@ -451,3 +454,42 @@ class Traffic:
                 await asyncio.sleep(tick)
         finally:
             await store.close()
+
+
+FLEET_TIERS = ("bulk", "standard", "priority")
+
+
+def with_env(template: dict[str, Any], **env: str) -> dict[str, Any]:
+    """A copy of a pod template with extra environment on the worker container."""
+    out = copy.deepcopy(template)
+    container = out["spec"]["containers"][0]
+    container["env"] = [e for e in container.get("env", []) if e["name"] not in env]
+    container["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    return out
+
+
+def phases(kube_api: client.ApiClient, namespace: str) -> dict[str, str | None]:
+    """Each example-fleet tier's phase."""
+    return {t: (get_tier(kube_api, namespace, t).get("status") or {}).get("phase") for t in FLEET_TIERS}
+
+
+def all_signed_off(kube_api: client.ApiClient, namespace: str, revisions: dict[str, str]) -> bool:
+    """True when every example-fleet tier is signed off at the given revision."""
+    for t in FLEET_TIERS:
+        st = get_tier(kube_api, namespace, t).get("status") or {}
+        if st.get("phase") != "SignedOff" or st.get("signedOffRevision") != revisions[t]:
+            return False
+    return True
+
+
+def release(
+    kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **env: str
+) -> dict[str, str]:
+    """Apply a new release to every tier at once, as GitOps would; return each tier's new revision."""
+    revisions = {}
+    for doc in docs:
+        template = with_env(doc["spec"]["template"], **env)
+        doc["spec"]["template"] = template
+        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"template": template}})
+        revisions[doc["metadata"]["name"]] = revision_of(template)
+    return revisions

@@ -21,12 +21,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 from tests.plugins.operator import (
+    FLEET_TIERS,
     OperatorProcess,
     Traffic,
+    all_signed_off,
     create_tiers,
     example_fleet,
     get_tier,
     patch_tier,
+    phases,
+    release,
     wait_for,
 )
 from tests.plugins.prometheus import PrometheusServer
@@ -35,7 +39,7 @@ from tiergate.domain.revision import revision_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(900)]
 
-TIERS = ("bulk", "standard", "priority")
+TIERS = FLEET_TIERS
 WINDOW = "15s"
 SUBMITS = "tiergate_sender_submits_total"
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
@@ -62,42 +66,6 @@ def gated_fleet(**gate: Any) -> list[dict[str, Any]]:
     for doc in docs:
         doc["spec"]["healthGate"]["checks"] = copy.deepcopy(checks)
     return docs
-
-
-def with_env(template: dict[str, Any], **env: str) -> dict[str, Any]:
-    """A copy of a pod template with extra environment on the worker container."""
-    out = copy.deepcopy(template)
-    container = out["spec"]["containers"][0]
-    container["env"] = [e for e in container.get("env", []) if e["name"] not in env]
-    container["env"] += [{"name": k, "value": v} for k, v in env.items()]
-    return out
-
-
-def phases(kube_api: client.ApiClient, namespace: str) -> dict[str, str | None]:
-    """Each tier's phase."""
-    return {t: (get_tier(kube_api, namespace, t).get("status") or {}).get("phase") for t in TIERS}
-
-
-def all_signed_off(kube_api: client.ApiClient, namespace: str, revisions: dict[str, str]) -> bool:
-    """True when every tier is signed off at the given revision."""
-    for t in TIERS:
-        st = get_tier(kube_api, namespace, t).get("status") or {}
-        if st.get("phase") != "SignedOff" or st.get("signedOffRevision") != revisions[t]:
-            return False
-    return True
-
-
-def release(
-    kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **env: str
-) -> dict[str, str]:
-    """Apply a new release to every tier at once, as GitOps would; return each tier's new revision."""
-    revisions = {}
-    for doc in docs:
-        template = with_env(doc["spec"]["template"], **env)
-        doc["spec"]["template"] = template
-        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"template": template}})
-        revisions[doc["metadata"]["name"]] = revision_of(template)
-    return revisions
 
 
 class DeploymentSampler:
