@@ -1,4 +1,4 @@
-"""The replay service's Prometheus metrics; ``deploy/prometheus/replay-alerts.yaml`` reads them.
+"""The replay service's Prometheus metrics; ``deploy/prometheus/tiergate-alerts.yaml`` reads them.
 
 Discard gauges come from the store (refreshed periodically), so they say what is in the
 discard log whichever process wrote it. Job gauges carry the job id as ``replay_job``, never

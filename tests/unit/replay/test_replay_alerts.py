@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "replay-alerts.yaml"
+RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "tiergate-alerts.yaml"
 PROMTOOL = shutil.which("promtool")
 
 pytestmark = pytest.mark.skipif(
