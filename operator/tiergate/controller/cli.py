@@ -20,6 +20,7 @@ from tiergate.clients.lease import LeaderLease
 from tiergate.clients.prometheus import Prometheus
 from tiergate.clients.replay import ReplayClient
 from tiergate.controller import handlers as _handlers  # registers the handlers with Kopf
+from tiergate.controller import metrics
 from tiergate.controller.reconcile import Runtime
 
 app = typer.Typer(no_args_is_help=True)
@@ -66,7 +67,9 @@ async def _run(
     if leader_election:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         lease = LeaderLease(api, lease_namespace, lease_name, identity)
+        metrics.LEADER.set(0)
         await lease.acquire()
+    metrics.LEADER.set(1)
     operator = asyncio.create_task(
         kopf.operator(
             clusterwide=not namespaces,

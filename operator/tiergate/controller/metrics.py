@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from tiergate.api.v1alpha1 import Phase
+from tiergate.api.v1alpha1 import Phase, SenderTierStatus
 
 TIER_PHASE = Gauge(
     "tiergate_operator_tier_phase",
@@ -47,6 +48,80 @@ LAST_RECONCILE = Gauge(
 )
 
 
+LEADER = Gauge(
+    "tiergate_operator_leader",
+    "1 on the replica that holds the leader Lease and acts, 0 on a standby replica",
+)
+TIER_PHASE_SINCE = Gauge(
+    "tiergate_operator_tier_phase_since_timestamp_seconds",
+    "Unix time at which each SenderTier entered its current phase",
+    ["namespace", "fleet", "tier"],
+)
+TIER_INFO = Gauge(
+    "tiergate_operator_tier_info",
+    "1 per SenderTier, its revisions as labels: spec, running, last signed off",
+    ["namespace", "fleet", "tier", "revision", "current_revision", "signed_off_revision"],
+)
+TIER_LAST_RECONCILE = Gauge(
+    "tiergate_operator_tier_last_reconcile_timestamp_seconds",
+    "Unix time of the last completed reconcile of each SenderTier",
+    ["namespace", "fleet", "tier"],
+)
+CHECK_VALUE = Gauge(
+    "tiergate_operator_check_value",
+    "Last observed value of each health check of each SenderTier, its bound as a label",
+    ["namespace", "fleet", "tier", "check", "threshold"],
+)
+CHECK_FAILING = Gauge(
+    "tiergate_operator_check_consecutive_failures",
+    "Consecutive failed evaluations of each health check of each SenderTier",
+    ["namespace", "fleet", "tier", "check"],
+)
+
+# Label sets last exported per tier, so a changed revision or bound replaces its old series.
+_info_labels: dict[tuple[str, str, str], tuple[str, ...]] = {}
+_check_labels: dict[tuple[str, str, str], set[tuple[str, ...]]] = {}
+
+
+def record_status(
+    namespace: str, fleet: str, tier: str, status: SenderTierStatus, phase_changed: bool, now: datetime
+) -> None:
+    """Export what a reconcile left in a tier's status: revisions, checks, phase age, freshness."""
+    key = (namespace, fleet, tier)
+    if phase_changed or key not in _info_labels:
+        since = now if phase_changed else _phase_since(status, now)
+        TIER_PHASE_SINCE.labels(*key).set(since.timestamp())
+    info = (
+        *key,
+        status.revision or "",
+        status.current_revision or "",
+        status.signed_off_revision or "",
+    )
+    old = _info_labels.get(key)
+    if old is not None and old != info:
+        with contextlib.suppress(KeyError):
+            TIER_INFO.remove(*old)
+    TIER_INFO.labels(*info).set(1)
+    _info_labels[key] = info
+    checks: set[tuple[str, ...]] = set()
+    for c in status.checks:
+        labels = (*key, c.name, c.threshold or "")
+        checks.add(labels)
+        if c.value is not None:
+            CHECK_VALUE.labels(*labels).set(c.value)
+        CHECK_FAILING.labels(*key, c.name).set(c.consecutive_failures)
+    for gone in _check_labels.get(key, set()) - checks:
+        with contextlib.suppress(KeyError):
+            CHECK_VALUE.remove(*gone)
+    _check_labels[key] = checks
+    TIER_LAST_RECONCILE.labels(*key).set(now.timestamp())
+
+
+def _phase_since(status: SenderTierStatus, now: datetime) -> datetime:
+    """After an operator restart: the newest condition transition stands in for the phase's start."""
+    return max((c.last_transition_time for c in status.conditions), default=now)
+
+
 def set_phase(namespace: str, fleet: str, tier: str, phase: Phase | None) -> None:
     """Set the one-hot phase gauge of a tier."""
     for p in Phase:
@@ -54,7 +129,17 @@ def set_phase(namespace: str, fleet: str, tier: str, phase: Phase | None) -> Non
 
 
 def forget(namespace: str, fleet: str, tier: str) -> None:
-    """Drop a deleted tier's phase series."""
+    """Drop a deleted tier's series."""
+    key = (namespace, fleet, tier)
     for p in Phase:
         with contextlib.suppress(KeyError):
-            TIER_PHASE.remove(namespace, fleet, tier, p.value)
+            TIER_PHASE.remove(*key, p.value)
+    info = _info_labels.pop(key, None)
+    checks = _check_labels.pop(key, set())
+    removals: list[tuple[Gauge, tuple[str, ...]]] = [(TIER_PHASE_SINCE, key), (TIER_LAST_RECONCILE, key)]
+    removals += [(TIER_INFO, info)] if info else []
+    removals += [(CHECK_VALUE, labels) for labels in checks]
+    removals += [(CHECK_FAILING, labels[:4]) for labels in checks]
+    for gauge, labels in removals:
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)

@@ -378,6 +378,7 @@ def _record(tier: SenderTier, decision: Decision, now: datetime) -> None:
     ns, fleet = tier.metadata.namespace, tier.spec.fleet
     old, new = tier.status.phase, decision.status.phase
     metrics.set_phase(ns, fleet, tier.metadata.name, new)
+    metrics.record_status(ns, fleet, tier.metadata.name, decision.status, old != new, now)
     if old == new:
         return
     if new is Phase.PROGRESSING and old is not Phase.PROGRESSING:

@@ -164,6 +164,16 @@ UNIT = {
                 series("tiergate_operator_tier_phase", "1 1 0x20", tier="bulk", phase="SignedOff", **FLEET),
                 series("tiergate_operator_tier_phase", "1x22", tier="priority", phase="SignedOff", **FLEET),
                 series("tiergate_operator_last_reconcile_timestamp_seconds", "0+60x5 300x16"),
+                series("tiergate_operator_tier_phase", "1x40", tier="standard", phase="Baking", **FLEET),
+                series(
+                    "tiergate_operator_tier_phase_since_timestamp_seconds", "0x40", tier="standard", **FLEET
+                ),
+                series("tiergate_sender_worker_ready", "1x40", tier="standard", revision="a"),
+                series(
+                    "tiergate_operator_tier_phase_since_timestamp_seconds", "0x22", tier="priority", **FLEET
+                ),
+                series("tiergate_operator_leader", "1 1 0x20", pod="a"),
+                series("tiergate_operator_leader", "0x22", pod="b"),
                 series("tiergate_sender_worker_ready", "1x22", tier="bulk", revision="a"),
                 series("tiergate_sender_worker_ready", "1 1 0x20", tier="priority", revision="b"),
                 series("tiergate_sender_oldest_queued_age_seconds", "0+60x22", traffic_class="bulk"),
@@ -210,6 +220,20 @@ UNIT = {
                     "exp_alerts": [{"exp_labels": {"severity": "page", "tier": "bulk", "revision": "a"}}],
                 },
                 {"eval_time": "20m", "alertname": "TiergateOperatorAbsent", "exp_alerts": []},
+                {"eval_time": "6m", "alertname": "TiergateOperatorNoLeader", "exp_alerts": []},
+                {
+                    "eval_time": "9m",
+                    "alertname": "TiergateOperatorNoLeader",
+                    "exp_alerts": [{"exp_labels": {"severity": "page"}}],
+                },
+                {"eval_time": "20m", "alertname": "TiergateTierStuckProgressing", "exp_alerts": []},
+                {
+                    "eval_time": "33m",
+                    "alertname": "TiergateTierStuckProgressing",
+                    "exp_alerts": [
+                        {"exp_labels": {"severity": "ticket", "tier": "standard", "phase": "Baking", **FLEET}}
+                    ],
+                },
             ],
         }
     ],
