@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 TG    := $(VENV)/bin/tiergate
 
-.PHONY: setup demo demo-down test test-quick lint crd bench clean kind-up kind-down e2e-kind
+.PHONY: setup demo demo-down drill test test-quick lint crd bench clean kind-up kind-down e2e-kind
 
 setup:            ## install Debian packages, the virtualenv and the control plane binaries
 	scripts/setup.sh
@@ -14,6 +14,9 @@ demo: setup       ## a local control plane, the operator, Prometheus, an SMSC an
 
 demo-down:        ## stop everything the demo started
 	scripts/demo.sh down
+
+drill: setup      ## the 2020 incident replayed: all-at-once deploy vs tiergate, report in .run/drill/
+	scripts/drill.sh
 
 test: setup       ## the whole suite: unit, then integration against real servers
 	scripts/test.sh

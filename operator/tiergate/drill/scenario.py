@@ -1,0 +1,588 @@
+"""One drill run: a fleet with steady traffic, a bad release to every tier at once, and what followed.
+
+Two modes. ``baseline`` is 2020: plain Deployments (readiness only says the process lives, the
+default rolling update, no operator), the release patched into all of them at once, a person
+who notices after a stated delay, rolls every tier back by hand and replays the discards by
+hand. ``tiergate`` is the same fleet as SenderTiers under the operator, with the health stack
+as the gate, automatic halt and rollback and ``spec.replay.auto``. Two bad releases: ``no-bind``
+(workers start but never bind upstream) and ``fail-share`` (workers bind, then fail a share of
+submits; only the Prometheus error-rate check sees it).
+
+While a run goes, samplers record pods, Deployments, SenderTier status and queue depth; at the
+end every accepted message is looked up in the (SQLite) store. Nothing is judged here: the
+recording goes to `tiergate.drill.analysis`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tiergate.api.v1alpha1 import SenderTier
+from tiergate.clients.replay import ReplayClient
+from tiergate.domain.revision import revision_of
+from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, deployment_manifest
+from tiergate.drill.analysis import (
+    MARK_DETECTED,
+    MARK_HALTED,
+    MARK_HUMAN,
+    MARK_RECOVERED,
+    MARK_RELEASE,
+    MARK_REPLAY_DONE,
+    MARK_REPLAY_STARTED,
+    MARK_STEADY,
+    MARK_TRAFFIC_END,
+    DiscardRow,
+    Fate,
+    Mark,
+    QueueSample,
+    Recording,
+    Window,
+)
+from tiergate.drill.stack import CLASSES, ONCALL_TOKEN, ROOT, RunStack, SharedStack, StackError, wait_until
+from tiergate.drill.traffic import Traffic, customer_tokens
+
+log = logging.getLogger("tiergate.drill")
+
+GROUP, VERSION, PLURAL = "tiergate.io", "v1alpha1", "sendertiers"
+MODES = ("baseline", "tiergate")
+SCENARIOS = ("no-bind", "fail-share")
+SUBMITS = "tiergate_sender_submits_total"
+RECEIPT_WAIT = 20.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a drill runs with; every value is reported with the results."""
+
+    rate: float = 200.0
+    shares: Mapping[str, float] = field(
+        default_factory=lambda: {"bulk": 0.6, "standard": 0.3, "priority": 0.1}
+    )
+    customers: int = 40
+    replicas: int = 2
+    queue_seconds: float = 30.0
+    fail_share: float = 0.5
+    max_attempts: int = 3
+    warmup: float = 20.0
+    detection_delay: float = 120.0
+    observe: float = 15.0
+    drain_timeout: float = 240.0
+    progress_deadline: int = 30
+    bake: int = 10
+    interval: int = 2
+    failure_limit: int = 2
+    error_window: int = 30
+
+    @property
+    def max_queue_depth(self) -> int:
+        """The API's per-class queue limit: ``queue_seconds`` of the whole drill's traffic."""
+        return int(self.queue_seconds * self.rate)
+
+    def public(self) -> dict[str, Any]:
+        """The settings for the report."""
+        out = {k: v for k, v in self.__dict__.items() if k != "shares"}
+        out["shares"] = dict(self.shares)
+        out["max_queue_depth"] = self.max_queue_depth
+        return out
+
+
+SHORT = {
+    "rate": 100.0,
+    "replicas": 1,
+    "warmup": 8.0,
+    "detection_delay": 15.0,
+    "observe": 4.0,
+    "drain_timeout": 120.0,
+    "progress_deadline": 15,
+    "bake": 3,
+    "interval": 1,
+    "error_window": 15,
+}
+
+
+def fleet_docs(settings: Settings, mode: str) -> list[dict[str, Any]]:
+    """The example fleet with the drill's gate, checks, replicas and retry budget."""
+    docs = [
+        d for d in yaml.safe_load_all((ROOT / "examples" / "fleet" / "sendertiers.yaml").read_text()) if d
+    ]
+    selector = 'tier="{tier}",revision="{revision}"'
+    window = f"{settings.error_window}s"
+    checks = [
+        {"name": "deep-ready", "http": {"port": 8080, "path": "/readyz", "minRatio": 1}},
+        {
+            "name": "error-rate",
+            "prometheus": {
+                "query": f'(sum(rate({SUBMITS}{{{selector},result="error"}}[{window}])) or vector(0)) / '
+                f"sum(rate({SUBMITS}{{{selector}}}[{window}]))",
+                "max": 0.05,
+                "minEvidence": {"query": f"sum(increase({SUBMITS}{{{selector}}}[{window}]))", "min": 10},
+            },
+        },
+    ]
+    for doc in docs:
+        spec = doc["spec"]
+        spec["replicas"] = settings.replicas
+        spec["healthGate"] = {
+            "progressDeadline": f"{settings.progress_deadline}s",
+            "bake": f"{settings.bake}s",
+            "interval": f"{settings.interval}s",
+            "failureLimit": settings.failure_limit,
+            "checks": copy.deepcopy(checks),
+        }
+        spec["replay"] = {"auto": mode == "tiergate"}
+        spec["template"] = with_env(spec["template"], TIERGATE_MAX_ATTEMPTS=str(settings.max_attempts))
+    return docs
+
+
+def with_env(template: Mapping[str, Any], **env: str) -> dict[str, Any]:
+    """A copy of a pod template with extra environment on the worker container."""
+    out = copy.deepcopy(dict(template))
+    container = out["spec"]["containers"][0]
+    container["env"] = [e for e in container.get("env", []) if e["name"] not in env]
+    container["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    return out
+
+
+def bad_env(scenario: str, settings: Settings) -> dict[str, str]:
+    """The fault switch of the bad release."""
+    fault = "no-bind" if scenario == "no-bind" else f"fail-submits={settings.fail_share:g}"
+    return {"TIERGATE_FAULTS": fault, "TIERGATE_ALLOW_FAULTS": "1"}
+
+
+def baseline_deployment(
+    doc: Mapping[str, Any], namespace: str, template: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A 2020-style Deployment: the tier's workers, readiness = process alive, default rolling update."""
+    tier = SenderTier.model_validate({**doc, "metadata": {**doc["metadata"], "namespace": namespace}})
+    shallow = copy.deepcopy(dict(template))
+    for container in shallow["spec"]["containers"]:
+        if "readinessProbe" in container:
+            container["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2}
+    body = deployment_manifest(tier, shallow, revision_of(template), tier.spec.replicas)
+    body["metadata"].pop("ownerReferences", None)
+    body["metadata"].pop("annotations", None)
+    body["spec"].pop("strategy", None)
+    return body
+
+
+class Sampler:
+    """Every half second: pods, Deployments and SenderTiers of the namespace, and queue depth."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, db: Path, tiergate: bool) -> None:
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.db = db
+        self.tiergate = tiergate
+        self.pods: list[tuple[float, dict[str, set[str]]]] = []
+        self.ready: list[tuple[float, dict[str, set[str]]]] = []
+        self.deployments: list[tuple[float, dict[str, tuple[str | None, int, int]]]] = []
+        self.tiers: list[tuple[float, dict[str, dict[str, Any]]]] = []
+        self.queue: list[QueueSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drill-sampler", daemon=True)
+
+    def start(self) -> Sampler:
+        """Start sampling."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._sample()
+            except (ApiException, sqlite3.Error, OSError) as exc:
+                log.debug("Drill sample failed namespace=%s error=%r", self.namespace, exc)
+            self._stop.wait(0.5)
+
+    def _sample(self) -> None:
+        now = time.time()
+        pods: dict[str, set[str]] = {}
+        ready: dict[str, set[str]] = {}
+        for pod in self.core.list_namespaced_pod(self.namespace).items:
+            labels = pod.metadata.labels or {}
+            if LABEL_TIER in labels:
+                revision = labels.get(LABEL_REVISION, "")
+                pods.setdefault(labels[LABEL_TIER], set()).add(revision)
+                if _ready(pod):
+                    ready.setdefault(labels[LABEL_TIER], set()).add(revision)
+        self.pods.append((now, pods))
+        self.ready.append((now, ready))
+        deps = {
+            d.metadata.name: (
+                (d.spec.template.metadata.labels or {}).get(LABEL_REVISION),
+                d.spec.replicas or 0,
+                d.status.ready_replicas or 0,
+            )
+            for d in self.apps.list_namespaced_deployment(self.namespace).items
+        }
+        self.deployments.append((now, deps))
+        if self.tiergate:
+            items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["items"]
+            self.tiers.append((now, {t["metadata"]["name"]: t.get("status") or {} for t in items}))
+        if self.db.exists():
+            self.queue.append(QueueSample(now, queue_depths(self.db)))
+
+    def bad_windows(self, bad: Mapping[str, str], classes: Mapping[str, str]) -> list[Window]:
+        """Spans in which a tier had Ready pods of its bad revision, i.e. serving its traffic."""
+        windows: list[Window] = []
+        for tier, revision in bad.items():
+            start: float | None = None
+            last = 0.0
+            for at, pods in self.ready:
+                present = revision in pods.get(tier, set())
+                if present and start is None:
+                    start = at
+                if not present and start is not None:
+                    windows.append(Window(classes[tier], start, at))
+                    start = None
+                last = at
+            if start is not None:
+                windows.append(Window(classes[tier], start, last))
+        return windows
+
+    def ever_ran(self, tier: str, revision: str) -> bool:
+        """Whether any sample saw a pod of the tier at the revision."""
+        return any(revision in pods.get(tier, set()) for _, pods in self.pods)
+
+
+def _ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
+def _connect(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+
+
+def queue_depths(db: Path) -> dict[str, int]:
+    """Queued plus in-flight messages per traffic class, read from the SQLite store."""
+    with _connect(db) as conn:
+        rows = conn.execute(
+            "SELECT traffic_class, COUNT(*) FROM messages WHERE state IN ('queued', 'in_flight')"
+            " GROUP BY traffic_class"
+        ).fetchall()
+    return {str(cls): int(n) for cls, n in rows}
+
+
+def unfinished(db: Path, states: tuple[str, ...] = ("queued", "in_flight")) -> int:
+    """Messages still in one of ``states``."""
+    with _connect(db) as conn:
+        marks = ", ".join("?" for _ in states)
+        row = conn.execute(f"SELECT COUNT(*) FROM messages WHERE state IN ({marks})", states).fetchone()
+    return int(row[0])
+
+
+def read_fates(db: Path, bad_revisions: frozenset[str]) -> tuple[dict[str, Fate], list[DiscardRow]]:
+    """Every message's final state, and every discard, from the SQLite store."""
+    with _connect(db) as conn:
+        handled: set[str] = set()
+        for revision in bad_revisions:
+            handled.update(
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT message_id FROM message_events"
+                    " WHERE state = 'in_flight' AND detail LIKE ?",
+                    (f"% revision={revision}",),
+                )
+            )
+        fates = {
+            r[0]: Fate(r[0], r[1], r[2], r[0] in handled, int(r[3]))
+            for r in conn.execute("SELECT id, state, delivered_at, replay_count FROM messages")
+        }
+        discards = [
+            DiscardRow(r[0], r[1], r[2], float(r[3]), r[4])
+            for r in conn.execute(
+                "SELECT message_id, revision, reason, discarded_at, replayed_at FROM discards"
+                " ORDER BY discarded_at"
+            )
+        ]
+    return fates, discards
+
+
+def _ts(value: str | None) -> float | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+class Run:
+    """One scenario in one mode, from an empty namespace and store to a `Recording`."""
+
+    def __init__(
+        self, shared: SharedStack, settings: Settings, scenario: str, mode: str, index: int, workdir: Path
+    ) -> None:
+        assert shared.api is not None
+        self.shared = shared
+        self.api = shared.api
+        self.settings = settings
+        self.scenario = scenario
+        self.mode = mode
+        self.index = index
+        self.namespace = f"drill-{index}-{mode}-{scenario}"
+        self.marks: list[Mark] = []
+        self.docs = fleet_docs(settings, mode)
+        self.classes = {d["metadata"]["name"]: d["spec"]["trafficClass"] for d in self.docs}
+        self.first_tier = min(self.docs, key=lambda d: d["spec"]["order"])["metadata"]["name"]
+        self.good = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in self.docs}
+        self.bad: dict[str, str] = {}
+        self.stack = RunStack(shared, workdir, customer_tokens(settings.customers), settings.max_queue_depth)
+
+    def mark(self, kind: str, label: str, at: float | None = None) -> None:
+        """Record that something happened."""
+        self.marks.append(Mark(time.time() if at is None else at, kind, label))
+        log.info("Drill event namespace=%s kind=%s label=%s", self.namespace, kind, label)
+
+    def execute(self) -> Recording:
+        """Run the scenario and return what it recorded."""
+        core = client.CoreV1Api(self.api)
+        core.create_namespace({"metadata": {"name": self.namespace, "labels": {"tiergate.io/drill": "true"}}})
+        wait_until(lambda: core.read_namespaced_service_account("default", self.namespace), 30, "namespace")
+        self._sender_config(core)
+        try:
+            return self._execute(core)
+        except BaseException:
+            self.stack.stop()
+            raise
+
+    def _execute(self, core: client.CoreV1Api) -> Recording:
+        self.stack.start()
+        smsc_before = self.shared.smsc_stats()
+        if self.mode == "tiergate":
+            self.stack.start_operator(self.namespace)
+        sampler = Sampler(self.api, self.namespace, self.stack.db_path, self.mode == "tiergate").start()
+        traffic = Traffic(
+            self.stack.api_url, self.stack.tokens, self.settings.rate, self.settings.shares, self.index
+        ).start()
+        try:
+            self._deploy_fleet()
+            self.mark(MARK_STEADY, "steady")
+            time.sleep(self.settings.warmup)
+            self._release()
+            if self.mode == "baseline":
+                self._baseline_response(sampler)
+            else:
+                self._tiergate_response(sampler)
+            time.sleep(self.settings.observe)
+        finally:
+            traffic.stop()
+            self.mark(MARK_TRAFFIC_END, "traffic stops")
+        db = self.stack.db_path
+        try:
+            wait_until(lambda: unfinished(db) == 0, self.settings.drain_timeout, "queues drained", 1.0)
+            wait_until(lambda: unfinished(db, ("submitted",)) == 0, RECEIPT_WAIT, "receipts", 1.0)
+        except StackError as exc:
+            log.warning("Drill drain incomplete namespace=%s error=%s", self.namespace, exc)
+        sampler.stop()
+        smsc_after = self.shared.smsc_stats()
+        beyond = self._bad_beyond_first(sampler)
+        fates, discards = read_fates(self.stack.db_path, frozenset(self.bad.values()))
+        self._teardown(core)
+        return Recording(
+            mode=self.mode,
+            scenario=self.scenario,
+            classes=CLASSES,
+            sent=list(traffic.sent),
+            fates=fates,
+            discards=discards,
+            marks=list(self.marks),
+            bad_windows=sampler.bad_windows(self.bad, self.classes),
+            queue=sampler.queue,
+            bad_revisions=frozenset(self.bad.values()),
+            smsc_duplicates=int(smsc_after.get("duplicates", 0)) - int(smsc_before.get("duplicates", 0)),
+            tiers_beyond_first_with_bad=beyond,
+            params={"namespace": self.namespace, "good": self.good, "bad": self.bad},
+        )
+
+    def _sender_config(self, core: client.CoreV1Api) -> None:
+        data = {"TIERGATE_STORE_URL": self.stack.store_url, "TIERGATE_UPSTREAM_URL": self.shared.smsc_url}
+        core.create_namespaced_config_map(
+            self.namespace, {"metadata": {"name": "tiergate-sender"}, "data": data}
+        )
+        core.create_namespaced_secret(
+            self.namespace,
+            {
+                "metadata": {"name": "tiergate-smpp"},
+                "stringData": {"system-id": "tiergate", "password": "secret12"},
+            },
+        )
+
+    def _deploy_fleet(self) -> None:
+        if self.mode == "baseline":
+            apps = client.AppsV1Api(self.api)
+            for doc in self.docs:
+                apps.create_namespaced_deployment(
+                    self.namespace, baseline_deployment(doc, self.namespace, doc["spec"]["template"])
+                )
+            wait_until(lambda: self._serving(self.good), 240, "baseline fleet ready", 1.0)
+            return
+        custom = client.CustomObjectsApi(self.api)
+        for doc in self.docs:
+            custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, doc)
+        wait_until(lambda: self._signed_off(self.good), 300, "fleet signed off", 1.0)
+
+    def _serving(self, revisions: Mapping[str, str]) -> bool:
+        """Every tier's Deployment holds its revision with every replica Ready, and no other pods remain."""
+        apps = client.AppsV1Api(self.api)
+        for tier, revision in revisions.items():
+            try:
+                dep = apps.read_namespaced_deployment(tier, self.namespace)
+            except ApiException:
+                return False
+            held = (dep.spec.template.metadata.labels or {}).get(LABEL_REVISION)
+            if held != revision or (dep.status.ready_replicas or 0) < (dep.spec.replicas or 0):
+                return False
+        pods = client.CoreV1Api(self.api).list_namespaced_pod(self.namespace).items
+        return all(
+            (p.metadata.labels or {}).get(LABEL_REVISION)
+            == revisions.get((p.metadata.labels or {}).get(LABEL_TIER, ""))
+            for p in pods
+            if LABEL_TIER in (p.metadata.labels or {})
+        )
+
+    def _tier(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
+        return obj
+
+    def _signed_off(self, revisions: Mapping[str, str]) -> bool:
+        for tier, revision in revisions.items():
+            status = self._tier(tier).get("status") or {}
+            if status.get("phase") != "SignedOff" or status.get("signedOffRevision") != revision:
+                return False
+        return True
+
+    def _release(self) -> None:
+        """Patch the bad release into every tier in one go, as a GitOps sync would."""
+        env = bad_env(self.scenario, self.settings)
+        templates = {d["metadata"]["name"]: with_env(d["spec"]["template"], **env) for d in self.docs}
+        self.bad = {tier: revision_of(t) for tier, t in templates.items()}
+        self.mark(MARK_RELEASE, f"bad release ({self.scenario}) to all tiers")
+        if self.mode == "baseline":
+            apps = client.AppsV1Api(self.api)
+            for doc in self.docs:
+                body = baseline_deployment(doc, self.namespace, templates[doc["metadata"]["name"]])
+                apps.replace_namespaced_deployment(doc["metadata"]["name"], self.namespace, body)
+            return
+        custom = client.CustomObjectsApi(self.api)
+        for name, template in templates.items():
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, {"spec": {"template": template}}
+            )
+
+    def _baseline_response(self, sampler: Sampler) -> None:
+        """What a person does in 2020: notice after the stated delay, roll back, replay by hand."""
+        time.sleep(self.settings.detection_delay)
+        self.mark(MARK_DETECTED, f"person notices ({self.settings.detection_delay:g} s stated delay)")
+        self.mark(MARK_HUMAN, "manual rollback of every tier")
+        self.mark(MARK_HALTED, "rollout stopped by hand")
+        apps = client.AppsV1Api(self.api)
+        for doc in self.docs:
+            body = baseline_deployment(doc, self.namespace, doc["spec"]["template"])
+            apps.replace_namespaced_deployment(doc["metadata"]["name"], self.namespace, body)
+        wait_until(lambda: self._serving(self.good), 300, "baseline rolled back", 1.0)
+        self.mark(MARK_RECOVERED, "all tiers back on the good release")
+        asyncio.run(self._manual_replay())
+
+    async def _manual_replay(self) -> None:
+        flt: dict[str, Any] = {"revision": sorted(self.bad.values())}
+        async with ReplayClient(self.stack.replay_url, ONCALL_TOKEN) as replay:
+            counts = await replay.counts("revision", flt)
+            if not counts.get("total"):
+                log.info("Drill manual replay not needed namespace=%s discards=0", self.namespace)
+                return
+            self.mark(MARK_HUMAN, f"manual replay of {counts['total']} discards")
+            job = await replay.create_job(flt, source="drill-person")
+            self.mark(MARK_REPLAY_STARTED, "replay started (by hand)")
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                job = await replay.get_job(str(job["id"]))
+                if job.get("state") in ("done", "failed", "cancelled"):
+                    break
+                await asyncio.sleep(0.5)
+            self.mark(MARK_REPLAY_DONE, f"replay {job.get('state')}")
+
+    def _tiergate_response(self, sampler: Sampler) -> None:
+        """Nobody acts: watch the operator halt, roll back and hand the discards to replay."""
+        first = self.first_tier
+
+        def halted() -> dict[str, Any] | None:
+            halt = (self._tier(first).get("status") or {}).get("halt")
+            return halt if halt and halt.get("revision") == self.bad[first] else None
+
+        halt = wait_until(halted, 300, f"{first} halted", 0.5)
+        at = _ts(halt.get("at"))
+        self.mark(MARK_DETECTED, f"{halt.get('check')} check fails on {first}", at)
+        self.mark(MARK_HALTED, f"{first} halted", at)
+        wait_until(lambda: self._serving(self.good), 300, "tiers back on the good release", 0.5)
+        self.mark(MARK_RECOVERED, f"{first} rolled back")
+
+        def replay_job() -> dict[str, Any] | None:
+            job = (self._tier(first).get("status") or {}).get("replayJob")
+            return job if job and job.get("revision") == self.bad[first] else None
+
+        try:
+            job = wait_until(replay_job, 120, "automatic replay job", 0.5)
+        except StackError as exc:
+            log.warning("Drill saw no automatic replay namespace=%s error=%s", self.namespace, exc)
+            return
+        self.mark(MARK_REPLAY_STARTED, "automatic replay started", _ts(job.get("createdAt")))
+        try:
+            job = wait_until(
+                lambda: (
+                    (j := replay_job()) is not None
+                    and j.get("state") in ("done", "failed", "cancelled")
+                    and j
+                ),
+                300,
+                "automatic replay done",
+                0.5,
+            )
+            self.mark(MARK_REPLAY_DONE, f"automatic replay {job.get('state')}")
+        except StackError as exc:
+            log.warning("Drill replay unfinished namespace=%s error=%s", self.namespace, exc)
+
+    def _bad_beyond_first(self, sampler: Sampler) -> tuple[str, ...]:
+        """Tiers above the first that ever had a pod or ReplicaSet of their bad revision."""
+        apps = client.AppsV1Api(self.api)
+        out = []
+        for tier, revision in self.bad.items():
+            if tier == self.first_tier:
+                continue
+            sets = apps.list_namespaced_replica_set(
+                self.namespace, label_selector=f"{LABEL_TIER}={tier}"
+            ).items
+            in_sets = any((rs.metadata.labels or {}).get(LABEL_REVISION) == revision for rs in sets)
+            if in_sets or sampler.ever_ran(tier, revision):
+                out.append(tier)
+        return tuple(sorted(out))
+
+    def _teardown(self, core: client.CoreV1Api) -> None:
+        self.stack.stop()
+        try:
+            core.delete_namespace(self.namespace)
+        except ApiException as exc:
+            log.warning("Drill namespace not deleted namespace=%s status=%s", self.namespace, exc.status)
+        pods = lambda: not core.list_namespaced_pod(self.namespace).items  # noqa: E731
+        try:
+            wait_until(pods, 90, "pods of the run gone", 1.0)
+        except StackError as exc:
+            log.warning("Drill pods linger namespace=%s error=%s", self.namespace, exc)

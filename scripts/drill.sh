@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The incident drill with its defaults: the September 2020 bad release (no-bind, then
+# fail-share) shipped to every tier at once, once against plain Deployments and once against
+# tiergate, on the local control plane. Writes report.json, report.md and timeline.png under
+# .run/drill/<UTC timestamp>/ and prints the table. Extra arguments go to `tiergate drill`
+# (e.g. --short for the CI version, --scenario no-bind, --out DIR).
+# The one implementation is tiergate.drill (`tiergate drill`).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+exec "$repo/.venv/bin/tiergate" drill "$@"
