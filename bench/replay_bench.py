@@ -177,6 +177,7 @@ async def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--max-batch", type=int, default=None, help="replay serve --max-batch")
     parser.add_argument("--store-url", default=None)
     parser.add_argument(
         "--postgres",
@@ -256,6 +257,7 @@ async def main() -> None:
             str(replay_port),
             "--metrics-interval",
             "5",
+            *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
         ],
         {"TIERGATE_REPLAY_TOKENS": f"{TOKEN}=bench"},
     )
@@ -265,6 +267,8 @@ async def main() -> None:
         "engine": store_url.split(":", 1)[0],
         "workers": args.workers,
         "worker_window": args.window,
+        "max_batch": args.max_batch or 500,
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
         "customers": args.customers,
         "seed_seconds": {"unthrottled": round(seed_fast, 2), "rated": round(seed_rated, 2)},
         "cpu_count": os.cpu_count(),

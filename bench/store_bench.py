@@ -150,7 +150,11 @@ async def main() -> None:
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args()
-    out: dict[str, Any] = {"cpus": os.cpu_count(), "results": {}}
+    out: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "results": {},
+    }
     for engine in args.engines.split(","):
         if engine == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:

@@ -231,6 +231,12 @@ def serve(
             help="Seconds between discard gauge refreshes (env TIERGATE_REPLAY_METRICS_INTERVAL, 15).",
         ),
     ] = None,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Most discards claimed per store transaction (env TIERGATE_REPLAY_MAX_BATCH, 500).",
+        ),
+    ] = None,
 ) -> None:
     """Run the replay service: discard log API, replay jobs, /healthz /readyz /metrics."""
     from tiergate.replay.service import run_service
@@ -244,6 +250,7 @@ def serve(
             tokens_file=tokens_file,
             max_rate=max_rate,
             metrics_interval=metrics_interval,
+            max_batch=max_batch,
         )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

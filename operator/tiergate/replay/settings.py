@@ -110,6 +110,7 @@ def replay_settings(
     tokens_file: str | None = None,
     max_rate: float | None = None,
     metrics_interval: float | None = None,
+    max_batch: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ReplaySettings:
     """Resolve settings: flag, else environment, else default; validate."""
@@ -132,11 +133,15 @@ def replay_settings(
         if metrics_interval is not None
         else _number(env, "TIERGATE_REPLAY_METRICS_INTERVAL") or 15.0
     )
+    batch = max_batch if max_batch is not None else _number(env, "TIERGATE_REPLAY_MAX_BATCH")
+    if batch is not None and (batch < 1 or batch != int(batch)):
+        raise ConfigError(f"The claim batch must be a positive integer, got {batch:g}")
     return ReplaySettings(
         store_url=store_url or env.get("TIERGATE_STORE_URL") or default_store_url(env),
         tokens=tokens,
         host=host or env.get("TIERGATE_REPLAY_HOST") or "0.0.0.0",
         port=resolved_port,
         max_rate=cap,
+        max_batch=int(batch) if batch is not None else ReplaySettings.max_batch,
         metrics_interval=interval,
     )

@@ -50,6 +50,18 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 _STORE_ENCODING = {e: Encoding(e.value) for e in BodyEncoding}
 
 
+STATS_SHARE = 0.05
+
+
+def stats_pause(interval: float, took: float) -> float:
+    """Seconds to wait before the next queue-statistics query.
+
+    The query counts every queued row, so on a deep queue it is kept to `STATS_SHARE` of
+    the time: when it is needed most (a backlog), it must not slow the ingest down.
+    """
+    return max(interval, took / STATS_SHARE)
+
+
 class _Json(Response):
     media_type = "application/json"
 
@@ -108,6 +120,7 @@ class IngestApi:
         self._buckets: dict[str, TokenBucket] = {}
         self._stats: dict[str, QueueStats] = {}
         self._stats_ok = False
+        self._stats_took = 0.0
         self._stats_task: asyncio.Task[None] | None = None
         self.app = Starlette(
             routes=[
@@ -135,13 +148,15 @@ class IngestApi:
 
     async def _stats_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.stats_interval)
+            await asyncio.sleep(stats_pause(self.settings.stats_interval, self._stats_took))
             await self._refresh_stats()
 
     async def _refresh_stats(self) -> None:
+        started = time.monotonic()
         try:
             self._stats = await self.store.queue_stats()
             self._stats_ok = True
+            self._stats_took = time.monotonic() - started
         except Exception as exc:
             self._stats_ok = False
             log.warning("Queue stats unavailable error=%r", exc)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
 
 import typer
 
+from tiergate.sender import eventloop
 from tiergate.sender.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -25,6 +25,13 @@ def _logging() -> None:
 def _refuse(exc: ConfigError) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(code=2)
+
+
+def _check_loop() -> None:
+    try:
+        eventloop.loop_factory()
+    except ConfigError as exc:
+        _refuse(exc)
 
 
 @app.command()
@@ -64,8 +71,9 @@ def worker(
     except ConfigError as exc:
         _refuse(exc)
         return
+    _check_loop()
     _logging()
-    asyncio.run(run_worker(settings))
+    eventloop.run(run_worker(settings))
 
 
 @app.command()
@@ -83,8 +91,9 @@ def smsc(
     """Run a test SMSC (smpp34's server) that counts, throttles, rejects and sends receipts."""
     from tiergate.sender.smsc import TestSmsc, run_smsc
 
+    _check_loop()
     _logging()
-    asyncio.run(
+    eventloop.run(
         run_smsc(
             TestSmsc(
                 host,
@@ -130,5 +139,6 @@ def api(
     except ConfigError as exc:
         _refuse(exc)
         return
+    _check_loop()
     _logging()
-    asyncio.run(run_api(settings))
+    eventloop.run(run_api(settings))

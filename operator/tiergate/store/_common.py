@@ -137,14 +137,18 @@ def identity_time(value: Any) -> datetime | None:
     return value  # type: ignore[no-any-return]
 
 
+_ENCODINGS = {e.value: e for e in Encoding}
+_STATES = {s.value: s for s in MessageState}
+
+
 def row_to_message(row: Iterable[Any], conv: TimeIn) -> Message:
     """Map a row selected with `MESSAGE_COLUMNS` to a `Message`."""
     values = list(row)
     for i in _MESSAGE_TIME_INDEXES:
         values[i] = conv(values[i])
-    values[6] = Encoding(values[6])
-    values[10] = MessageState(values[10])
-    return Message(*values)
+    values[6] = _ENCODINGS[values[6]]
+    values[10] = _STATES[values[10]]
+    return Message._make(values)
 
 
 def row_to_discard(row: Iterable[Any], conv: TimeIn) -> DiscardEvent:

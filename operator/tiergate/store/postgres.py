@@ -2,13 +2,18 @@
 
 Workers lease with ``FOR UPDATE SKIP LOCKED`` so replicas never wait on each other's rows;
 the worker hot paths (outcomes, receipts) are set-based statements over arrays, one
-transaction per call. Ingest uses the same group commit as the SQLite engine: concurrent
-`enqueue` calls are merged into one multi-row insert and one commit.
+transaction per call. A submit's outcome and a delivery receipt for the same upstream id
+may be written at once from two connections; under READ COMMITTED each would miss the
+other's uncommitted row and the receipt would stay parked for good, so both take a
+transaction-scoped advisory lock per upstream id (sorted, so never a deadlock) first.
+Ingest uses the same group commit as the SQLite engine: concurrent `enqueue` calls are
+merged into one multi-row insert and one commit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -45,7 +50,7 @@ from tiergate.store.base import (
     Submitted,
     WorkerIdentity,
 )
-from tiergate.store.ids import new_id
+from tiergate.store.ids import new_id, new_ids
 from tiergate.store.migrations import POSTGRES_MIGRATIONS
 
 if TYPE_CHECKING:
@@ -59,6 +64,7 @@ _DCOLS = ", ".join(c.DISCARD_COLUMNS)
 _JCOLS = ", ".join(c.JOB_COLUMNS)
 _FILTERS = c.FilterSQL(lambda n: f"${n}", lambda t: t, arrays=True)
 _MIGRATION_LOCK = 0x7469657267617465  # "tiergate"
+_RECEIPT_LOCK_CLASS = 0x74677263  # "tgrc"; the two-key advisory lock space
 _UNAVAILABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -85,6 +91,11 @@ _EVENTS = (
     " SELECT u.id, $2, u.state, u.detail FROM unnest($1::text[], $3::text[], $4::text[])"
     " AS u(id, state, detail)"
 )
+
+
+def _upstream_lock_key(upstream_id: str) -> int:
+    digest = hashlib.blake2b(upstream_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _ts(epoch: float) -> datetime:
@@ -218,7 +229,7 @@ class PostgresStore(Store):
 
     async def _insert(self, conn: Conn, messages: list[NewMessage]) -> list[EnqueueResult]:
         now = self._clock()
-        ids = [new_id(now) for _ in messages]
+        ids = new_ids(len(messages), now)
         inserted = {
             row[0]
             for row in await conn.fetch(
@@ -310,6 +321,7 @@ class PostgresStore(Store):
         async with self._tx() as conn:
             subs = [(i, o) for i, o in indexed if isinstance(o, Submitted)]
             if subs:
+                await self._lock_upstream_ids(conn, [o.upstream_message_id for _, o in subs])
                 rows = await conn.fetch(
                     "UPDATE messages m SET state = 'submitted', submitted_at = $4,"
                     " upstream_message_id = u.upstream, lease_owner = NULL,"
@@ -368,7 +380,10 @@ class PostgresStore(Store):
                     await conn.executemany(
                         f"INSERT INTO discards ({_DCOLS}) VALUES"
                         " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL)",
-                        [(new_id(now), *r[1:9], ts, r[9]) for r in rows],
+                        [
+                            (did, *r[1:9], ts, r[9])
+                            for did, r in zip(new_ids(len(rows), now), rows, strict=True)
+                        ],
                     )
                 ok.update(r[0] for r in rows)
                 events.extend((r[1], "discarded", f"reason={r[6]}") for r in rows)
@@ -399,6 +414,15 @@ class PostgresStore(Store):
         done = [i in ok for i in range(len(outcomes))]
         self.counters.stale_acks += done.count(False)
         return done
+
+    async def _lock_upstream_ids(self, conn: Conn, upstream_ids: Sequence[str]) -> None:
+        keys = sorted({_upstream_lock_key(u) for u in upstream_ids})
+        if keys:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k",
+                _RECEIPT_LOCK_CLASS,
+                keys,
+            )
 
     async def _apply_pending_receipts(self, conn: Conn, upstream_ids: list[str], now: float) -> None:
         if not upstream_ids:
@@ -433,6 +457,7 @@ class PostgresStore(Store):
         if not receipts:
             return []
         async with self._tx() as conn:
+            await self._lock_upstream_ids(conn, [r.upstream_message_id for r in receipts])
             result = await self._receipts(conn, list(receipts), self._clock(), keep=True)
         self.counters.orphan_receipts += result.count(None)
         return result

@@ -5,7 +5,9 @@ driven through a one-thread executor, so a whole transaction is one hop). The da
 in WAL mode with ``synchronous=FULL``: a commit is on disk before any caller is answered.
 Writes go through group commit (`_common.GroupCommitter`); leases run in an IMMEDIATE
 transaction with an atomic ``UPDATE … RETURNING``, so several processes that open the same
-file never lease the same message twice.
+file never lease the same message twice. Reads (queue statistics, message views, discard
+pages) use a second connection on a second thread: in WAL mode they see the last commit
+without waiting behind, or holding up, the group commits.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from tiergate.store.base import (
     Submitted,
     WorkerIdentity,
 )
-from tiergate.store.ids import new_id
+from tiergate.store.ids import new_id, new_ids
 from tiergate.store.migrations import SQLITE_MIGRATIONS
 
 SyncOp = Callable[[sqlite3.Connection], Any]
@@ -65,6 +67,7 @@ _INSERT = (
 _INSERT_KEYED = (
     _INSERT + " ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 )
+_EVENT = "INSERT INTO message_events (message_id, at, state, detail) VALUES (?, ?, ?, ?)"
 _FILTERS = c.FilterSQL(lambda _: "?", c.to_epoch, arrays=False)
 
 
@@ -85,7 +88,9 @@ class SQLiteStore(Store):
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiergate-sqlite")
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiergate-sqlite-read")
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._group: c.GroupCommitter[SyncOp] | None = None
         self.counters = StoreCounters()
 
@@ -102,8 +107,9 @@ class SQLiteStore(Store):
         store = cls(path, clock or time.time, busy_timeout)
         try:
             await store._call(store._connect)
+            await store._call_reader(store._connect_reader)
         except BaseException:
-            store._executor.shutdown(wait=False)
+            await store._close_connections()
             raise
         store._group = c.GroupCommitter(store._run_group)
         return store
@@ -117,17 +123,36 @@ class SQLiteStore(Store):
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
 
+    async def _call_reader(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
     async def _write(self, op: SyncOp) -> Any:
         if self._group is None:
             raise StoreUnavailable("store is closed")
         return await self._group.submit(op)
 
     async def _read(self, op: SyncOp) -> Any:
-        return await self._call(self._read_sync, op)
+        return await self._call_reader(self._read_sync, op)
 
     def _read_sync(self, op: SyncOp) -> Any:
-        assert self._conn is not None
-        return op(self._conn)
+        if self._reader is None:
+            raise StoreUnavailable("store is closed")
+        return op(self._reader)
+
+    def _connect_reader(self) -> None:
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        conn.execute("PRAGMA query_only=ON")
+        self._reader = conn
 
     def _connect(self) -> None:
         conn = sqlite3.connect(
@@ -224,14 +249,23 @@ class SQLiteStore(Store):
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
-        """Flush group commits and close the connection."""
+        """Flush group commits and close the connections."""
         if self._group is not None:
             await self._group.close()
             self._group = None
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._reader is not None:
+            reader = self._reader
+            self._reader = None
+            await loop.run_in_executor(self._read_executor, reader.close)
         if self._conn is not None:
             conn = self._conn
             self._conn = None
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+            await loop.run_in_executor(self._executor, conn.close)
+        self._read_executor.shutdown(wait=True)
         self._executor.shutdown(wait=True)
 
     # --- ingest -------------------------------------------------------------------------
@@ -246,26 +280,12 @@ class SQLiteStore(Store):
 
     def _enqueue(self, conn: sqlite3.Connection, batch: list[NewMessage]) -> list[EnqueueResult]:
         now = self._clock()
-        ids = [new_id(now) for _ in batch]
+        ids = new_ids(len(batch), now)
         plain: list[tuple[Any, ...]] = []
         keyed: list[tuple[Any, ...]] = []
         for mid, m in zip(ids, batch, strict=True):
-            row = (
-                mid,
-                m.customer_id,
-                m.traffic_class,
-                m.destination,
-                m.sender_id,
-                m.body,
-                m.encoding.value,
-                m.segments,
-                m.client_ref,
-                m.idempotency_key,
-                now,
-                now,
-                now,
-                now,
-            )
+            # NewMessage is a tuple: customer_id … body, encoding, segments, client_ref, key.
+            row = (mid, *m[:5], m.encoding.value, *m[6:], now, now, now, now)
             (plain if m.idempotency_key is None else keyed).append(row)
         if plain:
             conn.executemany(_INSERT, plain)
@@ -454,26 +474,37 @@ class SQLiteStore(Store):
 
         def op(conn: sqlite3.Connection) -> list[Message | None]:
             now = self._clock()
-            return [self._receipt(conn, r, now, keep=True) for r in items]
+            events: list[tuple[Any, ...]] = []
+            found = [self._receipt(conn, r, now, keep=True, events=events) for r in items]
+            conn.executemany(_EVENT, events)
+            return found
 
         result: list[Message | None] = await self._write(op)
         self.counters.orphan_receipts += result.count(None)
         return result
 
-    def _receipt(self, conn: sqlite3.Connection, r: Receipt, now: float, keep: bool) -> Message | None:
-        state = MessageState.DELIVERED if r.delivered else MessageState.FAILED
+    def _receipt(
+        self,
+        conn: sqlite3.Connection,
+        r: Receipt,
+        now: float,
+        keep: bool,
+        events: list[tuple[Any, ...]] | None = None,
+    ) -> Message | None:
+        state = "delivered" if r.delivered else "failed"
         row = conn.execute(
             "UPDATE messages SET state = ?, delivered_at = ?, updated_at = ?,"
             " last_error = COALESCE(?, last_error)"
             " WHERE upstream_message_id = ? AND state = 'submitted'"
             f" RETURNING {_COLS}",
-            (state.value, now, now, None if r.delivered else r.detail, r.upstream_message_id),
+            (state, now, now, None if r.delivered else r.detail, r.upstream_message_id),
         ).fetchone()
         if row is not None:
-            conn.execute(
-                "INSERT INTO message_events (message_id, at, state, detail) VALUES (?, ?, ?, ?)",
-                (row[0], now, state.value, r.detail),
-            )
+            event = (row[0], now, state, r.detail)
+            if events is None:
+                conn.execute(_EVENT, event)
+            else:
+                events.append(event)
             return c.row_to_message(row, c.from_epoch)
         row = conn.execute(
             f"SELECT {_COLS} FROM messages WHERE upstream_message_id = ? LIMIT 1",
@@ -570,31 +601,37 @@ class SQLiteStore(Store):
             if conn.execute("SELECT 1 FROM replay_jobs WHERE id = ?", (job_id,)).fetchone() is None:
                 raise NotFound(f"replay job {job_id} not found")
             outcomes: list[ClaimOutcome] = []
+            claimed_messages: set[str] = set()
+            select = (
+                "SELECT d.message_id, d.replay_job_id, m.state FROM discards d"
+                " LEFT JOIN messages m ON m.id = d.message_id WHERE d.id = ?"
+            )
             for did in items:
-                row = conn.execute(
-                    "SELECT d.message_id, d.replay_job_id, m.state FROM discards d"
-                    " LEFT JOIN messages m ON m.id = d.message_id WHERE d.id = ?",
-                    (did,),
-                ).fetchone()
+                row = conn.execute(select, (did,)).fetchone()
+                if row is not None and row[0] in claimed_messages:
+                    row = (row[0], row[1], MessageState.QUEUED.value)
                 outcome = c.decide_claim(did, row, job_id)
-                if outcome.claimed:
-                    conn.execute(
-                        "UPDATE discards SET replay_job_id = ?, replayed_at = ? WHERE id = ?",
-                        (job_id, now, did),
-                    )
-                    conn.execute(
-                        "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_at = ?,"
-                        " due_at = ?, replay_count = replay_count + 1, replay_job_id = ?,"
-                        " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
-                        " WHERE id = ?",
-                        (now, now, job_id, now, outcome.message_id),
-                    )
-                    conn.execute(
-                        "INSERT INTO message_events (message_id, at, state, detail)"
-                        " VALUES (?, ?, 'queued', ?)",
-                        (outcome.message_id, now, f"replay job={job_id}"),
-                    )
+                if outcome.claimed and outcome.message_id is not None:
+                    claimed_messages.add(outcome.message_id)
                 outcomes.append(outcome)
+            won = [o for o in outcomes if o.claimed]
+            if won:
+                conn.executemany(
+                    "UPDATE discards SET replay_job_id = ?, replayed_at = ? WHERE id = ?",
+                    [(job_id, now, o.discard_id) for o in won],
+                )
+                conn.executemany(
+                    "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_at = ?,"
+                    " due_at = ?, replay_count = replay_count + 1, replay_job_id = ?,"
+                    " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
+                    " WHERE id = ?",
+                    [(now, now, job_id, now, o.message_id) for o in won],
+                )
+                detail = f"replay job={job_id}"
+                conn.executemany(
+                    "INSERT INTO message_events (message_id, at, state, detail) VALUES (?, ?, 'queued', ?)",
+                    [(o.message_id, now, detail) for o in won],
+                )
             replayed, skipped = c.claim_counts(outcomes)
             conn.execute(
                 "UPDATE replay_jobs SET replayed = replayed + ?, skipped = skipped + ?,"

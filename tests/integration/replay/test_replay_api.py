@@ -50,8 +50,11 @@ async def seeded(replay_store: Store, replay_clock: Clock) -> Seeded:
         replay_clock.now = t0 + offset
         groups[name] = await seed(replay_store, spec)
     replay_clock.now = t0 + 400
-    job = await replay_store.create_replay_job(NewReplayJob(filter=DiscardFilter()))
-    page = await replay_store.list_discards(DiscardFilter(customer_ids=("initech",)))
+    # The running service's engine runs this job too: its filter must match only what the
+    # fixture claims, or the engine would replay every discard before a test looks.
+    initech = DiscardFilter(customer_ids=("initech",))
+    job = await replay_store.create_replay_job(NewReplayJob(filter=initech))
+    page = await replay_store.list_discards(initech)
     await replay_store.claim_for_replay([page.items[0].id], job.id)
     return Seeded(t0, groups, page.items[0].message_id)
 

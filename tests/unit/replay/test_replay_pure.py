@@ -283,3 +283,13 @@ def test_settings_need_tokens_and_a_positive_cap(tmp_path: object) -> None:
         }
     )
     assert (s.max_rate, s.port, s.store_url) == (250.0, 9000, "sqlite:///tmp/x.db")
+
+
+def test_claim_batch_comes_from_flag_or_environment() -> None:
+    env = {"TIERGATE_STORE_URL": "sqlite:///tmp/x.db", "TIERGATE_REPLAY_TOKENS": "t=a"}
+    assert replay_settings(env=env).max_batch == 500
+    assert replay_settings(env={**env, "TIERGATE_REPLAY_MAX_BATCH": "2000"}).max_batch == 2000
+    assert replay_settings(max_batch=50, env={**env, "TIERGATE_REPLAY_MAX_BATCH": "2000"}).max_batch == 50
+    for bad in ("0", "-5", "2.5"):
+        with pytest.raises(ConfigError, match="claim batch"):
+            replay_settings(env={**env, "TIERGATE_REPLAY_MAX_BATCH": bad})
