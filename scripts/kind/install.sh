@@ -13,6 +13,12 @@ install() {
   "$REPO/scripts/kind/tiergate-image.sh"
   log "Loading images into the cluster archive=$IMAGES_DIR/tiergate-dev.tar"
   kind load image-archive "$IMAGES_DIR/tiergate-dev.tar" --name "$CLUSTER_NAME"
+  # The SQLite store's hostPath directory, owned by the image's user, so that no pod needs
+  # root (restricted Pod Security) to write it; the test fleets' workers mount it too.
+  local node
+  for node in $(kind get nodes --name "$CLUSTER_NAME"); do
+    docker exec "$node" sh -c 'mkdir -p /var/lib/tiergate-store && chown 10001:10001 /var/lib/tiergate-store'
+  done
   local extra=()
   if [[ "$TIERGATE_OFFLINE" == 1 ]]; then
     extra+=(--set image.pullPolicy=Never)
@@ -20,6 +26,7 @@ install() {
     extra+=(--set prometheus.image.repository=prom/prometheus --set "prometheus.image.tag=${PROMETHEUS_UPSTREAM_TAG:-v2.53.2}")
   fi
   helm upgrade --install tiergate "$REPO/charts/tiergate" --namespace "$NS" --create-namespace \
+    --values "$REPO/charts/tiergate/ci/kind-values.yaml" \
     --set "image.repository=${TIERGATE_IMAGE%:*}" --set "image.tag=${TIERGATE_IMAGE##*:}" \
     "${extra[@]}" --wait --timeout 5m
   # A new image under the same tag: make the pods pick it up.

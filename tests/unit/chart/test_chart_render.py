@@ -1,39 +1,245 @@
-"""The minimal chart renders, and takes its CRD and operator rules from their one source."""
+"""What charts/tiergate renders, for the default values and its variants, read as objects.
+
+The chart takes its CRD, the operator's RBAC rules and the alerting rules from their one
+source in the repository; every pod meets the restricted Pod Security level; every component
+has probes, requests, a PodDisruptionBudget and a NetworkPolicy.
+"""
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.unit.chart.chart_helm import (
+    CHART,
+    MONITORING_API,
+    ROOT,
+    VARIANTS,
+    by_kind,
+    helm,
+    pod_specs,
+    render,
+    source_docs,
+)
 
-from tiergate.devcluster import build
-
-ROOT = Path(__file__).resolve().parents[3]
-CHART = ROOT / "charts" / "tiergate"
+COMPONENTS = ("operator", "api", "replay")
 
 
-def render(*args: str) -> list[dict[str, Any]]:
-    """`helm template` of the chart (helm from the kind build group), as objects."""
-    helm = build.bin_dir() / "helm"
-    if not helm.is_file():
-        pytest.skip("helm is not built: scripts/build-k8s.sh --group kind")
-    done = subprocess.run(
-        [str(helm), "template", "tiergate", str(CHART), "--namespace", "tiergate-system", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    """A container's env entries by name."""
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def operator_source(kind: str) -> list[dict[str, Any]]:
+    """The rules of the ClusterRole or Role in deploy/operator/rbac.yaml."""
+    (rules,) = [d["rules"] for d in source_docs("deploy/operator/rbac.yaml") if d["kind"] == kind]
+    return list(rules)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_helm_lint_passes(variant: str) -> None:
+    args = VARIANTS[variant]
+    if "--api-versions" in args:  # helm lint has no such flag: it lints without those objects
+        i = args.index("--api-versions")
+        args = args[:i] + args[i + 2 :]
+    done = helm("lint", str(CHART), "--strict", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_container_runs_restricted(variant: str) -> None:
+    docs = render(*VARIANTS[variant])
+    pods = dict(pod_specs(docs))
+    assert pods
+    for name, pod in pods.items():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert not pod.get("hostNetwork") and not pod.get("hostPID"), name
+        tmp_volumes = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
+            sc = c["securityContext"]
+            where = f"{name}/{c['name']}"
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert "runAsUser" not in sc and not sc.get("privileged"), where
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            if c["image"].startswith("tiergate:"):
+                assert mounts.get("/tmp") in tmp_volumes, where
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_deployment_has_probes_requests_and_a_budget(variant: str) -> None:
+    docs = render(*VARIANTS[variant])
+    budgets = {
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+        for d in by_kind(docs, "PodDisruptionBudget").values()
+    }
+    assert budgets >= set(COMPONENTS)
+    for name, dep in by_kind(docs, "Deployment").items():
+        component = dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            where = f"{name}/{c['name']}"
+            assert c["livenessProbe"] and c["readinessProbe"], where
+            assert c["resources"]["requests"], where
+            if component in COMPONENTS:
+                assert c["command"] == ["tiergate"], where
+                assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", where
+                assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", where
+                ports = {p["name"] for p in c["ports"]}
+                assert c["readinessProbe"]["httpGet"]["port"] in ports, where
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_component_has_its_own_service_account_and_only_the_operator_a_token(variant: str) -> None:
+    docs = render(*VARIANTS[variant])
+    accounts = by_kind(docs, "ServiceAccount")
+    for name, pod in pod_specs(docs):
+        sa = pod["serviceAccountName"]
+        assert sa in accounts, name
+        needs_api = name.endswith(("-operator", "-prometheus"))
+        assert pod["automountServiceAccountToken"] is needs_api, name
+        assert accounts[sa]["automountServiceAccountToken"] is needs_api, name
+    bound = {
+        s["name"]
+        for kind in ("RoleBinding", "ClusterRoleBinding")
+        for b in by_kind(docs, kind).values()
+        for s in b["subjects"]
+    }
+    assert not bound & {"tiergate-api", "tiergate-replay", "tiergate-smsc", "tiergate-sender-worker"}
+    # The workers' account, for their SenderTier templates: no token, no rights.
+    assert accounts["tiergate-sender-worker"]["automountServiceAccountToken"] is False
+
+
+def test_default_install_runs_the_operator_twice_and_the_services_once() -> None:
+    docs = render()
+    deployments = by_kind(docs, "Deployment")
+    assert set(deployments) == {"tiergate-operator", "tiergate-api", "tiergate-replay"}
+    assert deployments["tiergate-operator"]["spec"]["replicas"] == 2
+    assert deployments["tiergate-api"]["spec"]["replicas"] == 1
+    for dep in deployments.values():
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            assert c["image"] == "tiergate:dev" and c["imagePullPolicy"] == "IfNotPresent"
+    operator = deployments["tiergate-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert operator["args"][:2] == ["operator", "run"]
+    assert not any(a.startswith("--namespace") for a in operator["args"])
+    assert env_of(operator)["TIERGATE_REPLAY_URL"]["value"] == "http://tiergate-replay:8090"
+    # SQLite on a claim, one writer at a time.
+    (claim,) = by_kind(docs, "PersistentVolumeClaim").values()
+    api = deployments["tiergate-api"]["spec"]
+    assert api["strategy"] == {"type": "Recreate"}
+    volumes = {v["name"]: v for v in api["template"]["spec"]["volumes"]}
+    assert volumes["store"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    store_url = env_of(api["template"]["spec"]["containers"][0])["TIERGATE_STORE_URL"]["value"]
+    assert store_url == "sqlite:///var/lib/tiergate/store/tiergate.db"
+    # The claim is ReadWriteOnce: replay runs on the API's node.
+    replay = deployments["tiergate-replay"]["spec"]["template"]["spec"]
+    (term,) = replay["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["labelSelector"]["matchLabels"] == api["selector"]["matchLabels"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    # Restricted Pod Security allows no hostPath; no upstream Secret without credentials.
+    assert not [v for _, pod in pod_specs(docs) for v in pod["volumes"] if "hostPath" in v]
+    assert "tiergate-upstream" not in by_kind(docs, "Secret")
+
+
+def test_the_tokens_come_from_secrets_the_chart_makes_or_the_user_names() -> None:
+    docs = render()
+    secrets = by_kind(docs, "Secret")
+    api = by_kind(docs, "Deployment")["tiergate-api"]["spec"]["template"]["spec"]["containers"][0]
+    ref = env_of(api)["TIERGATE_API_TOKENS"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "tiergate-api-tokens", "key": "tokens"}
+    assert "tiergate-api-tokens" in secrets and "tiergate-replay-tokens" in secrets
+    docs = render(
+        "--set",
+        "api.auth.existingSecret=my-api,replay.auth.existingSecret=my-replay,upstream.existingSecret=smpp",
     )
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
+    assert not by_kind(docs, "Secret")
+    deployments = by_kind(docs, "Deployment")
+    api = deployments["tiergate-api"]["spec"]["template"]["spec"]["containers"][0]
+    replay = deployments["tiergate-replay"]["spec"]["template"]["spec"]["containers"][0]
+    operator = deployments["tiergate-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(api)["TIERGATE_API_TOKENS"]["valueFrom"]["secretKeyRef"]["name"] == "my-api"
+    assert env_of(replay)["TIERGATE_REPLAY_TOKENS"]["valueFrom"]["secretKeyRef"]["name"] == "my-replay"
+    assert env_of(operator)["TIERGATE_REPLAY_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "my-replay"
 
 
-def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    """The rendered objects of one kind, by name."""
-    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+def test_kind_values_keep_the_hostpath_store_the_smsc_and_prometheus() -> None:
+    docs = render(*VARIANTS["kind"])
+    deployments = by_kind(docs, "Deployment")
+    assert set(deployments) >= {"tiergate-smsc", "tiergate-prometheus"}
+    for name in ("tiergate-api", "tiergate-replay"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        store = {v["name"]: v for v in pod["volumes"]}["store"]
+        assert store["hostPath"] == {"path": "/var/lib/tiergate-store", "type": "DirectoryOrCreate"}
+        assert "initContainers" not in pod
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    operator = deployments["tiergate-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--prometheus-url=http://tiergate-prometheus:9090" in operator["args"]
+    upstream = by_kind(docs, "Secret")["tiergate-upstream"]
+    assert set(upstream["data"]) == {"system-id", "password"}
+
+
+def test_postgresql_store_reads_the_dsn_from_the_secret_and_scales() -> None:
+    docs = render(*VARIANTS["postgresql"])
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    deployments = by_kind(docs, "Deployment")
+    assert deployments["tiergate-api"]["spec"]["replicas"] == 3
+    assert deployments["tiergate-replay"]["spec"]["replicas"] == 2
+    for name in ("tiergate-api", "tiergate-replay"):
+        spec = deployments[name]["spec"]
+        assert "strategy" not in spec
+        pod = spec["template"]["spec"]
+        assert "store" not in {v["name"] for v in pod["volumes"]}
+        ref = env_of(pod["containers"][0])["TIERGATE_STORE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "tiergate-db", "key": "dsn"}
+    policy = by_kind(docs, "NetworkPolicy")["tiergate-api"]
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    assert 5432 in ports
+
+
+def test_namespaced_install_has_no_cluster_role_and_a_role_per_watched_namespace() -> None:
+    docs = render(*VARIANTS["namespaced"])
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    rules = operator_source("ClusterRole")
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "tiergate-operator"]
+    assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
+    for role in roles:
+        assert role["rules"] == rules
+    bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "tiergate-operator"
+    ]
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "tiergate-operator", "namespace": "tiergate-system"}
+        ]
+    assert {b["metadata"]["namespace"] for b in bindings} == {"team-a", "team-b"}
+    operator = by_kind(docs, "Deployment")["tiergate-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert [a for a in operator["args"] if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+    workers = [
+        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "tiergate-sender-workers"
+    ]
+    assert {w["metadata"]["namespace"] for w in workers} == {"team-a", "team-b"}
+
+
+def test_namespaced_install_without_namespaces_watches_the_release_namespace() -> None:
+    docs = render("--set", "rbac.namespaced=true")
+    assert not by_kind(docs, "ClusterRole")
+    operator = by_kind(docs, "Deployment")["tiergate-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--namespace=tiergate-system" in operator["args"]
+
+
+def test_operator_rules_are_those_of_deploy_operator_rbac() -> None:
+    docs = render()
+    assert by_kind(docs, "ClusterRole")["tiergate-operator"]["rules"] == operator_source("ClusterRole")
+    assert by_kind(docs, "Role")["tiergate-operator-leader"]["rules"] == operator_source("Role")
+    assert (CHART / "files" / "operator-rbac.yaml").resolve() == ROOT / "deploy" / "operator" / "rbac.yaml"
 
 
 def test_crd_is_the_generated_file_not_a_copy() -> None:
@@ -43,28 +249,50 @@ def test_crd_is_the_generated_file_not_a_copy() -> None:
     assert (CHART / "crds" / "sendertier.yaml").is_symlink()
 
 
-def test_operator_rules_are_those_of_deploy_operator_rbac() -> None:
-    source = [d for d in yaml.safe_load_all((ROOT / "deploy" / "operator" / "rbac.yaml").read_text()) if d]
-    (expected,) = [d["rules"] for d in source if d["kind"] == "ClusterRole"]
-    role = by_kind(render(), "ClusterRole")["tiergate-operator"]
-    assert role["rules"] == expected
+def test_monitoring_objects_need_the_prometheus_operator_api() -> None:
+    on = ["--set", "monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true"]
+    absent = render(*on)
+    assert not [d for d in absent if d["apiVersion"] == MONITORING_API]
+    docs = render(*VARIANTS["monitoring"])
+    monitors = by_kind(docs, "ServiceMonitor")
+    assert set(monitors) == {"tiergate-operator", "tiergate-api", "tiergate-replay"}
+    services = by_kind(docs, "Service")
+    for monitor in monitors.values():
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        (port,) = [e["port"] for e in monitor["spec"]["endpoints"]]
+        matching = [s for s in services.values() if s["spec"]["selector"] == selector]
+        assert matching and port in {p["name"] for p in matching[0]["spec"]["ports"]}
+    (pods,) = by_kind(docs, "PodMonitor").values()
+    assert pods["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/component": "sender-worker"}
+    (rule,) = by_kind(docs, "PrometheusRule").values()
+    (source,) = source_docs("deploy/prometheus/tiergate-alerts.yaml")
+    assert rule["spec"]["groups"] == source["groups"]
+    assert (CHART / "files" / "tiergate-alerts.yaml").is_symlink()
 
 
-def test_default_install_runs_every_component_non_root_and_pulls_nothing_new() -> None:
-    docs = render()
-    deployments = by_kind(docs, "Deployment")
-    assert set(deployments) == {"tiergate-operator", "tiergate-api", "tiergate-smsc", "tiergate-prometheus"}
-    for dep in deployments.values():
-        pod = dep["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        for c in pod["containers"]:
-            assert c["imagePullPolicy"] in ("IfNotPresent", "Never"), c["name"]
-    operator = deployments["tiergate-operator"]["spec"]["template"]["spec"]["containers"][0]
-    assert "--prometheus-url=http://tiergate-prometheus:9090" in operator["args"]
-    prom = deployments["tiergate-prometheus"]["spec"]["template"]["spec"]
-    assert [c["name"] for c in prom["containers"]] == ["prometheus", "pod-sd"]
-
-
-def test_replay_service_is_optional() -> None:
-    assert "tiergate-replay" not in by_kind(render(), "Deployment")
-    assert "tiergate-replay" in by_kind(render("--set", "replay.enabled=true"), "Deployment")
+def test_network_policies_follow_who_talks_to_whom() -> None:
+    docs = render(*VARIANTS["kind"])
+    policies = by_kind(docs, "NetworkPolicy")
+    for name in ("tiergate-api", "tiergate-replay", "tiergate-operator", "tiergate-sender-workers"):
+        assert set(policies[name]["spec"]["policyTypes"]) == {"Ingress", "Egress"}, name
+    (api_in,) = policies["tiergate-api"]["spec"]["ingress"]
+    assert api_in["from"] == [{"namespaceSelector": {}}] and api_in["ports"][0]["port"] == 8080
+    (replay_in,) = policies["tiergate-replay"]["spec"]["ingress"]
+    assert replay_in["from"] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"tiergate.io/on-call": "true"}}},
+    ]
+    operator_out = policies["tiergate-operator"]["spec"]["egress"]
+    ports = {p["port"] for rule in operator_out for p in rule.get("ports", [])}
+    assert {443, 6443, 9090, 53, 8090} <= ports
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/component": "sender-worker"}
+        for rule in operator_out
+        for peer in rule.get("to", [])
+    )
+    workers_out = policies["tiergate-sender-workers"]["spec"]["egress"]
+    assert 2775 in {p["port"] for rule in workers_out for p in rule.get("ports", [])}
+    assert not by_kind(render("--set", "networkPolicy.enabled=false"), "NetworkPolicy")
+    elsewhere = render("--set", "workers.namespaces={sms}")
+    (workers,) = [d for d in elsewhere if d["metadata"]["name"] == "tiergate-sender-workers"]
+    assert workers["metadata"]["namespace"] == "sms"
