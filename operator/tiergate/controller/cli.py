@@ -9,11 +9,11 @@ import logging
 import os
 import socket
 import sys
+from dataclasses import dataclass
 from typing import Annotated
 
 import kopf
 import typer
-from prometheus_client import start_http_server
 
 from tiergate.clients.kube import Kube, load_config
 from tiergate.clients.lease import LeaderLease
@@ -21,7 +21,9 @@ from tiergate.clients.prometheus import Prometheus
 from tiergate.clients.replay import ReplayClient
 from tiergate.controller import handlers as _handlers  # registers the handlers with Kopf
 from tiergate.controller import metrics
+from tiergate.controller.health import OperatorHealth, Role, health_app
 from tiergate.controller.reconcile import Runtime
+from tiergate.httpserver import HttpServer
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -42,43 +44,63 @@ def _logging(level: str) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-async def _run(
-    namespaces: list[str],
-    prometheus_url: str | None,
-    leader_election: bool,
-    lease_namespace: str,
-    lease_name: str,
-    liveness: str | None,
-    replay_url: str | None,
-    replay_token: str | None,
-) -> None:
+@dataclass(frozen=True)
+class OperatorOptions:
+    """What ``tiergate operator run`` was told."""
+
+    namespaces: list[str]
+    prometheus_url: str | None
+    leader_election: bool
+    lease_namespace: str
+    lease_name: str
+    liveness: str | None
+    replay_url: str | None
+    replay_token: str | None
+    http: tuple[str, int] | None
+
+
+async def _run(options: OperatorOptions) -> None:
     # Every Kubernetes and Prometheus call runs in a worker thread; the default pool (CPUs + 4)
     # queued hundreds of tiers' calls behind each other.
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="tiergate-api")
     )
+    health = OperatorHealth()
+    server = HttpServer(health_app(health), *options.http) if options.http else None
+    if server is not None:
+        await server.start()
+    try:
+        await _operate(options, health)
+    finally:
+        health.role = Role.STOPPED
+        if server is not None:
+            await server.stop()
+
+
+async def _operate(options: OperatorOptions, health: OperatorHealth) -> None:
     api = load_config(os.environ.get("KUBECONFIG"))
     runtime = Runtime(
         kube=Kube(api),
-        prometheus=Prometheus(prometheus_url) if prometheus_url else None,
-        replay=ReplayClient(replay_url, replay_token or "") if replay_url else None,
+        prometheus=Prometheus(options.prometheus_url) if options.prometheus_url else None,
+        replay=ReplayClient(options.replay_url, options.replay_token or "") if options.replay_url else None,
     )
     lease: LeaderLease | None = None
-    if leader_election:
+    if options.leader_election:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-        lease = LeaderLease(api, lease_namespace, lease_name, identity)
+        lease = LeaderLease(api, options.lease_namespace, options.lease_name, identity)
         metrics.LEADER.set(0)
         await lease.acquire()
     metrics.LEADER.set(1)
     operator = asyncio.create_task(
         kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
+            clusterwide=not options.namespaces,
+            namespaces=options.namespaces,
             memo=kopf.Memo(runtime=runtime),
-            liveness_endpoint=liveness,
+            liveness_endpoint=options.liveness,
             standalone=True,
         )
     )
+    health.operator, health.role = operator, Role.LEADER
     if lease is None:
         await operator
         return
@@ -105,10 +127,11 @@ def run(
     ] = None,
     metrics_port: Annotated[
         int,
-        typer.Option(envvar="TIERGATE_METRICS_PORT", help="Port of the operator's /metrics; 0 = off."),
+        typer.Option(envvar="TIERGATE_METRICS_PORT", help="Port of /metrics, /healthz and /readyz; 0 = off."),
     ] = 8000,
     metrics_host: Annotated[
-        str, typer.Option(envvar="TIERGATE_HTTP_HOST", help="Address /metrics listens on.")
+        str,
+        typer.Option(envvar="TIERGATE_HTTP_HOST", help="Address /metrics, /healthz and /readyz listen on."),
     ] = "0.0.0.0",
     leader_election: Annotated[
         bool, typer.Option(help="Act only while holding a Lease, so replicas never both act.")
@@ -131,17 +154,15 @@ def run(
 ) -> None:
     """Run the SenderTier operator until interrupted."""
     _logging(log_level)
-    if metrics_port:
-        start_http_server(metrics_port, addr=metrics_host)
-    asyncio.run(
-        _run(
-            namespace or [],
-            prometheus_url,
-            leader_election,
-            lease_namespace,
-            lease_name,
-            liveness,
-            replay_url,
-            replay_token,
-        )
+    options = OperatorOptions(
+        namespaces=namespace or [],
+        prometheus_url=prometheus_url,
+        leader_election=leader_election,
+        lease_namespace=lease_namespace,
+        lease_name=lease_name,
+        liveness=liveness,
+        replay_url=replay_url,
+        replay_token=replay_token,
+        http=(metrics_host, metrics_port) if metrics_port else None,
     )
+    asyncio.run(_run(options))
