@@ -8,7 +8,7 @@ so a decision made on a stale view is refused instead of applied.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,9 +236,15 @@ class PodTarget:
     labels: dict[str, str]
 
 
-def list_pod_targets(api: client.ApiClient, selector: str, port_name: str = "http") -> list[PodTarget]:
-    """Every running pod matching ``selector`` with a container port named ``port_name``."""
-    pods = client.CoreV1Api(api).list_pod_for_all_namespaces(label_selector=selector).items
+def list_pod_targets(
+    api: client.ApiClient, selector: str, port_name: str = "http", namespaces: Sequence[str] = ()
+) -> list[PodTarget]:
+    """Every running pod matching ``selector`` with a port named ``port_name`` (in ``namespaces``, or all)."""
+    core = client.CoreV1Api(api)
+    if namespaces:
+        pods = [p for ns in namespaces for p in core.list_namespaced_pod(ns, label_selector=selector).items]
+    else:
+        pods = core.list_pod_for_all_namespaces(label_selector=selector).items
     out = []
     for pod in pods:
         if pod.metadata.deletion_timestamp is not None or not pod.status.pod_ip:

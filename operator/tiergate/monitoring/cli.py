@@ -22,10 +22,15 @@ def pod_sd(
     host: Annotated[str, typer.Option(envvar="TIERGATE_HTTP_HOST")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="Port of /targets.")] = 9091,
     selector: Annotated[str, typer.Option(help="Label selector of the pods to scrape.")] = DEFAULT_SELECTOR,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Only these namespaces (default: all; needs a ClusterRole)."),
+    ] = None,
 ) -> None:
     """Serve the sender-worker pods as Prometheus http_sd targets."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    PodDiscovery(kubeconfig.split(":")[0] if kubeconfig else None, selector).serve(host, port)
+    kube = kubeconfig.split(":")[0] if kubeconfig else None
+    PodDiscovery(kube, selector, namespaces=namespace or ()).serve(host, port)
 
 
 @app.command("prometheus-config")

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -39,16 +40,19 @@ def http_sd_groups(targets: list[PodTarget]) -> list[dict[str, Any]]:
 class PodDiscovery:
     """Polls the API server and serves the latest targets."""
 
-    def __init__(self, kubeconfig: str | None, selector: str, interval: float = 1.0) -> None:
+    def __init__(
+        self, kubeconfig: str | None, selector: str, interval: float = 1.0, namespaces: Sequence[str] = ()
+    ) -> None:
         self._api = load_config(kubeconfig)
         self.selector = selector
+        self.namespaces = tuple(namespaces)
         self.interval = interval
         self._body = b"[]"
         self._stop = threading.Event()
 
     def refresh(self) -> None:
         """List the pods once and replace the served targets."""
-        groups = http_sd_groups(list_pod_targets(self._api, self.selector))
+        groups = http_sd_groups(list_pod_targets(self._api, self.selector, namespaces=self.namespaces))
         self._body = json.dumps(groups).encode()
 
     def _poll(self) -> None:

@@ -214,7 +214,9 @@ def counts(
 @replay_app.command()
 def serve(
     store: Annotated[str | None, typer.Option(help="Store URL (env TIERGATE_STORE_URL).")] = None,
-    host: Annotated[str | None, typer.Option(help="HTTP host (env TIERGATE_REPLAY_HOST).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="HTTP host (env TIERGATE_REPLAY_HOST, then TIERGATE_HTTP_HOST).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (env TIERGATE_REPLAY_PORT, 8090).")] = None,
     tokens_file: Annotated[
         str | None, typer.Option(help="File of token=name[:read] lines (env TIERGATE_REPLAY_TOKENS_FILE).")

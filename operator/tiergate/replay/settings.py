@@ -139,7 +139,7 @@ def replay_settings(
     return ReplaySettings(
         store_url=store_url or env.get("TIERGATE_STORE_URL") or default_store_url(env),
         tokens=tokens,
-        host=host or env.get("TIERGATE_REPLAY_HOST") or "0.0.0.0",
+        host=host or env.get("TIERGATE_REPLAY_HOST") or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
         port=resolved_port,
         max_rate=cap,
         max_batch=int(batch) if batch is not None else ReplaySettings.max_batch,

@@ -37,11 +37,6 @@ from tiergate.devcluster.cluster import LocalCluster
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 
 COMPONENTS = ("operator", "api", "replay")
-# Every pod runner process shares this machine's ports: replay listens on its pod IP only.
-POD_IP_REPLAY_HOST = [
-    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-    {"name": "TIERGATE_REPLAY_HOST", "value": "$(POD_IP)"},
-]
 Grant = tuple[str, str]  # (resource or non-resource URL, verb)
 
 
@@ -229,7 +224,6 @@ def install(
     values = {
         "store": {"sqlite": {"volume": "hostPath", "hostPath": str(store), "mountPath": str(store)}},
         "operator": {"extraEnv": [{"name": "KUBECONFIG", "value": str(operator_kubeconfig)}]},
-        "replay": {"extraEnv": POD_IP_REPLAY_HOST},
     }
     docs = render_release(namespace, release, values)
     try:
@@ -513,7 +507,7 @@ def test_a_postgresql_store_runs_several_api_and_replay_replicas(
         "store": {"engine": "postgresql", "postgresql": {"existingSecret": "tiergate-db"}},
         "operator": {"enabled": False},
         "api": {"replicas": 2, "auth": {"tokens": "pg-token=acme"}},
-        "replay": {"replicas": 2, "extraEnv": POD_IP_REPLAY_HOST},
+        "replay": {"replicas": 2},
     }
     docs = [d for d in render_release(namespace, release, values) if d["kind"] != "CustomResourceDefinition"]
     try:

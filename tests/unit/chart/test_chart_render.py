@@ -7,6 +7,7 @@ has probes, requests, a PodDisruptionBudget and a NetworkPolicy.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,6 +229,21 @@ def test_namespaced_install_has_no_cluster_role_and_a_role_per_watched_namespace
     assert {w["metadata"]["namespace"] for w in workers} == {"team-a", "team-b"}
 
 
+def test_namespaced_prometheus_discovers_pods_only_where_its_roles_reach() -> None:
+    docs = render(*VARIANTS["namespaced"], "--set", "prometheus.enabled=true")
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "tiergate-prometheus-pod-sd"]
+    assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
+    for role in roles:
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    pod = by_kind(docs, "Deployment")["tiergate-prometheus"]["spec"]["template"]["spec"]
+    sd = next(c for c in pod["containers"] if c["name"] == "pod-sd")
+    assert [a for a in sd["args"] if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+
+
 def test_namespaced_install_without_namespaces_watches_the_release_namespace() -> None:
     docs = render("--set", "rbac.namespaced=true")
     assert not by_kind(docs, "ClusterRole")
@@ -296,3 +312,22 @@ def test_network_policies_follow_who_talks_to_whom() -> None:
     elsewhere = render("--set", "workers.namespaces={sms}")
     (workers,) = [d for d in elsewhere if d["metadata"]["name"] == "tiergate-sender-workers"]
     assert workers["metadata"]["namespace"] == "sms"
+
+
+def test_the_argo_cd_example_renders_with_managed_secrets_and_no_generated_tokens(tmp_path: Path) -> None:
+    app = next(yaml.safe_load_all((ROOT / "examples" / "gitops" / "argocd-application.yaml").read_text()))
+    values = tmp_path / "argocd-values.yaml"
+    values.write_text(yaml.safe_dump(app["spec"]["source"]["helm"]["valuesObject"]))
+    docs = render("-f", str(values), "--api-versions", "monitoring.coreos.com/v1")
+    assert "PrometheusRule" in {d["kind"] for d in docs}
+    # Tokens come from the Secrets the values name; the chart mints none that a sync would rotate.
+    assert not [d for d in docs if d["kind"] == "Secret" and "token" in d["metadata"]["name"]]
+    api = by_kind(docs, "Deployment")["tiergate-api"]["spec"]["template"]["spec"]
+    refs = [
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for c in api["containers"]
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    ]
+    refs += [v["secret"]["secretName"] for v in api.get("volumes", []) if "secret" in v]
+    assert "tiergate-api-tokens" in refs

@@ -31,11 +31,6 @@ CASES: list[tuple[str, list[str], list[str]]] = [
         ["/securityContext/allowPrivilegeEscalation", "false"],
     ),
     ("no resource requests", ["api.resources.requests=null"], ["/api/resources", "requests"]),
-    (
-        "in-chart Prometheus in a namespaced install",
-        ["rbac.namespaced=true", "prometheus.enabled=true"],
-        ["/prometheus/enabled", "false"],
-    ),
 ]
 
 
