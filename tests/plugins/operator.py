@@ -493,3 +493,26 @@ def release(
         patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"template": template}})
         revisions[doc["metadata"]["name"]] = revision_of(template)
     return revisions
+
+
+SUBMITS = "tiergate_sender_submits_total"
+
+
+def quick_checks(window: str = "15s", min_evidence: int = 5) -> list[dict[str, Any]]:
+    """A deep readiness probe and the Prometheus error ratio of the tier's revision over ``window``."""
+    selector = 'tier="{tier}",revision="{revision}"'
+    return [
+        {"name": "deep-ready", "http": {"port": 8080, "path": "/readyz"}},
+        {
+            "name": "error-rate",
+            "prometheus": {
+                "query": f'(sum(rate({SUBMITS}{{{selector},result="error"}}[{window}])) or vector(0)) / '
+                f"sum(rate({SUBMITS}{{{selector}}}[{window}]))",
+                "max": 0.05,
+                "minEvidence": {
+                    "query": f"sum(increase({SUBMITS}{{{selector}}}[{window}]))",
+                    "min": min_evidence,
+                },
+            },
+        },
+    ]

@@ -35,6 +35,7 @@ from tests.plugins.operator import (
     free_port,
     get_tier,
     patch_tier,
+    quick_checks,
     wait_for,
 )
 from tests.plugins.prometheus import PrometheusServer, prometheus_binary
@@ -50,7 +51,6 @@ RULES = ROOT / "deploy" / "prometheus" / "tiergate-alerts.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "tiergate-dashboard.json"
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 API_TOKEN, BURST_TOKEN, REPLAY_TOKEN = "load-token", "burst-token", "oncall-token"
-SUBMITS = "tiergate_sender_submits_total"
 WINDOW = "15s"
 # Grafana's variables as a query over all of the data would have them.
 GRAFANA_VARIABLES = {
@@ -121,25 +121,13 @@ def gated_tier(namespace: str) -> dict[str, Any]:
     """The example fleet's bulk tier: one worker, a quick gate of a deep probe and the error rate."""
     doc = copy.deepcopy(example_fleet()[0])
     doc["metadata"]["namespace"] = namespace
-    selector = 'tier="{tier}",revision="{revision}"'
     doc["spec"]["replicas"] = 1
     doc["spec"]["healthGate"] = {
         "progressDeadline": "60s",
         "bake": "4s",
         "interval": "1s",
         "failureLimit": 4,
-        "checks": [
-            {"name": "deep-ready", "http": {"port": 8080, "path": "/readyz"}},
-            {
-                "name": "error-rate",
-                "prometheus": {
-                    "query": f'(sum(rate({SUBMITS}{{{selector},result="error"}}[{WINDOW}])) or vector(0)) / '
-                    f"sum(rate({SUBMITS}{{{selector}}}[{WINDOW}]))",
-                    "max": 0.05,
-                    "minEvidence": {"query": f"sum(increase({SUBMITS}{{{selector}}}[{WINDOW}]))", "min": 5},
-                },
-            },
-        ],
+        "checks": quick_checks(WINDOW),
     }
     return doc
 

@@ -30,6 +30,7 @@ from tests.plugins.operator import (
     get_tier,
     patch_tier,
     phases,
+    quick_checks,
     release,
     wait_for,
 )
@@ -41,24 +42,13 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pyt
 
 TIERS = FLEET_TIERS
 WINDOW = "15s"
-SUBMITS = "tiergate_sender_submits_total"
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 
 
 def gated_fleet(**gate: Any) -> list[dict[str, Any]]:
     """The example fleet with a quick, complete health stack."""
-    selector = 'tier="{tier}",revision="{revision}"'
     checks = [
-        {"name": "deep-ready", "http": {"port": 8080, "path": "/readyz"}},
-        {
-            "name": "error-rate",
-            "prometheus": {
-                "query": f'(sum(rate({SUBMITS}{{{selector},result="error"}}[{WINDOW}])) or vector(0)) / '
-                f"sum(rate({SUBMITS}{{{selector}}}[{WINDOW}]))",
-                "max": 0.05,
-                "minEvidence": {"query": f"sum(increase({SUBMITS}{{{selector}}}[{WINDOW}]))", "min": 5},
-            },
-        },
+        *quick_checks(WINDOW),
         {"name": "discards", "discardBudget": {"max": 1000}},
     ]
     settings = {"progressDeadline": "30s", "bake": "4s", "interval": "1s", "failureLimit": 2, **gate}
