@@ -297,6 +297,7 @@ async def test_two_workers_never_lease_the_same_message(store: Store, open_more)
             if not leased:
                 return
             seen[worker.owner].extend(m.id for m in leased)
+            await asyncio.sleep(0.002)  # the upstream submit: the other worker leases meanwhile
             done = await s.complete([Submitted(m.id, worker.owner, f"u-{m.id}") for m in leased])
             assert all(done)
 
