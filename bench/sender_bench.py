@@ -183,13 +183,20 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-async def ingest_single(port: int, n: int, concurrency: int, cpu: CpuMeter) -> dict[str, Any]:
-    """Single-message POSTs."""
-    bodies = [(request("/v1/messages", json.dumps(message(i, "single")).encode()), 1) for i in range(n)]
+async def timed_posts(
+    port: int, bodies: list[tuple[bytes, int]], concurrency: int, cpu: CpuMeter
+) -> tuple[float, list[float]]:
+    """POST prepared requests with CPU metering started; (seconds taken, request latencies)."""
     cpu.start()
     started = time.perf_counter()
     latencies = await post_all(port, iter(bodies), concurrency)
-    elapsed = time.perf_counter() - started
+    return time.perf_counter() - started, latencies
+
+
+async def ingest_single(port: int, n: int, concurrency: int, cpu: CpuMeter) -> dict[str, Any]:
+    """Single-message POSTs."""
+    bodies = [(request("/v1/messages", json.dumps(message(i, "single")).encode()), 1) for i in range(n)]
+    elapsed, latencies = await timed_posts(port, bodies, concurrency, cpu)
     return {
         "messages": n,
         "concurrency": concurrency,
@@ -211,11 +218,7 @@ def batches(n: int, size: int, tag: str) -> list[tuple[bytes, int]]:
 
 async def ingest_batch(port: int, n: int, size: int, concurrency: int, cpu: CpuMeter) -> dict[str, Any]:
     """Batch POSTs."""
-    bodies = batches(n, size, "batch")
-    cpu.start()
-    started = time.perf_counter()
-    latencies = await post_all(port, iter(bodies), concurrency)
-    elapsed = time.perf_counter() - started
+    elapsed, latencies = await timed_posts(port, batches(n, size, "batch"), concurrency, cpu)
     return {
         "messages": n,
         "batch": size,

@@ -5,19 +5,10 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 from tests.e2e.helpers import SMSC_URL, STORE_URL
+from tests.plugins.operator import create_fleet_env
 
 
 @pytest.fixture
 def fleet_env(namespace: str, kube_api: client.ApiClient) -> dict[str, str]:
     """The ConfigMap and Secret the fleet's workers read: the chart's store and SMSC."""
-    core = client.CoreV1Api(kube_api)
-    data = {"TIERGATE_STORE_URL": STORE_URL, "TIERGATE_UPSTREAM_URL": SMSC_URL}
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "tiergate-sender"}, "data": data})
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "tiergate-smpp"},
-            "stringData": {"system-id": "tiergate", "password": "secret12"},
-        },
-    )
-    return data
+    return create_fleet_env(kube_api, namespace, STORE_URL, SMSC_URL)

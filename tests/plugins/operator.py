@@ -223,9 +223,15 @@ def sender_env(
     namespace: str, kube_api: client.ApiClient, smsc_process: SmscProcess, tmp_path: Path
 ) -> dict[str, str]:
     """The ConfigMap and Secret the example fleet's workers read, pointing at local parts."""
+    return create_fleet_env(kube_api, namespace, f"sqlite://{tmp_path / 'tiergate.db'}", smsc_process.url)
+
+
+def create_fleet_env(
+    kube_api: client.ApiClient, namespace: str, store_url: str, upstream_url: str
+) -> dict[str, str]:
+    """Create the ConfigMap ``tiergate-sender`` and Secret ``tiergate-smpp`` the fleet's workers read."""
     core = client.CoreV1Api(kube_api)
-    store = f"sqlite://{tmp_path / 'tiergate.db'}"
-    data = {"TIERGATE_STORE_URL": store, "TIERGATE_UPSTREAM_URL": smsc_process.url}
+    data = {"TIERGATE_STORE_URL": store_url, "TIERGATE_UPSTREAM_URL": upstream_url}
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "tiergate-sender"}, "data": data})
     core.create_namespaced_secret(
         namespace,
