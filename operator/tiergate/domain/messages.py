@@ -15,10 +15,12 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import NamedTuple
 
 import phonenumbers
+
+from tiergate.domain.records import Encoding as Encoding
+from tiergate.domain.records import ValidMessage as ValidMessage
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -42,13 +44,6 @@ MESSAGE_FIELDS = frozenset(
 )
 _CUSTOMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _REFERENCE = re.compile(r"[\x21-\x7e]+")
-
-
-class Encoding(StrEnum):
-    """Body encoding on the air interface."""
-
-    GSM7 = "gsm7"
-    UCS2 = "ucs2"
 
 
 @dataclass(frozen=True)
@@ -91,20 +86,6 @@ class BodyInfo(NamedTuple):
     encoding: Encoding
     units: int
     segments: int
-
-
-class ValidMessage(NamedTuple):
-    """A message that passed validation, normalised (a tuple: thousands are made per batch)."""
-
-    customer_id: str
-    traffic_class: str
-    destination: str
-    sender_id: str
-    body: str
-    encoding: Encoding
-    segments: int
-    client_ref: str | None = None
-    idempotency_key: str | None = None
 
 
 @dataclass

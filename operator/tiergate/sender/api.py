@@ -22,7 +22,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tiergate.domain.messages import Encoding as BodyEncoding
 from tiergate.domain.messages import (
     FieldError,
     ValidationFailed,
@@ -35,9 +34,7 @@ from tiergate.sender import metrics
 from tiergate.sender.ratelimit import TokenBucket
 from tiergate.sender.settings import ApiSettings, token_digest
 from tiergate.store import (
-    Encoding,
     MessageView,
-    NewMessage,
     QueueStats,
     Store,
     StoreError,
@@ -47,7 +44,6 @@ from tiergate.store import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
-_STORE_ENCODING = {e: Encoding(e.value) for e in BodyEncoding}
 
 
 STATS_SHARE = 0.05
@@ -242,24 +238,8 @@ class IngestApi:
         overloaded = self._overloaded(customer, messages)
         if overloaded is not None:
             return overloaded
-        store_encoding = _STORE_ENCODING
         try:
-            results = await self.store.enqueue(
-                [
-                    NewMessage(
-                        m.customer_id,
-                        m.traffic_class,
-                        m.destination,
-                        m.sender_id,
-                        m.body,
-                        store_encoding[m.encoding],
-                        m.segments,
-                        m.client_ref,
-                        m.idempotency_key,
-                    )
-                    for m in messages
-                ]
-            )
+            results = await self.store.enqueue(messages)
         except StoreError as exc:
             log.error("Enqueue failed count=%d error=%r", len(messages), exc)
             return _error(

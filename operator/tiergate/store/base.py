@@ -28,6 +28,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from tiergate.domain.records import Encoding as Encoding
+from tiergate.domain.records import ValidMessage
+
 
 class StoreError(Exception):
     """Base class of every error raised by a store."""
@@ -60,13 +63,6 @@ class MessageState(StrEnum):
     DISCARDED = "discarded"
 
 
-class Encoding(StrEnum):
-    """Body encoding on the air interface."""
-
-    GSM7 = "gsm7"
-    UCS2 = "ucs2"
-
-
 class ReplayState(StrEnum):
     """Life of a replay job."""
 
@@ -97,23 +93,12 @@ class SkipReason(StrEnum):
     CLAIMED_BY_THIS_JOB = "claimed_by_this_job"
 
 
-class NewMessage(NamedTuple):
-    """A validated message the API hands to `Store.enqueue` (a tuple: built per message on ingest)."""
-
-    customer_id: str
-    traffic_class: str
-    destination: str
-    sender_id: str
-    body: str
-    encoding: Encoding
-    segments: int
-    client_ref: str | None = None
-    idempotency_key: str | None = None
+# What the API hands to `Store.enqueue`: the domain's validated message, as it is.
+NewMessage = ValidMessage
 
 
-@dataclass(frozen=True, slots=True)
-class EnqueueResult:
-    """The id of an enqueued message and whether this call created it."""
+class EnqueueResult(NamedTuple):
+    """The id of an enqueued message and whether this call created it (a tuple: one per message)."""
 
     id: str
     created: bool

@@ -13,6 +13,7 @@ without waiting behind, or holding up, the group commits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -58,17 +59,29 @@ SyncOp = Callable[[sqlite3.Connection], Any]
 _COLS = ", ".join(c.MESSAGE_COLUMNS)
 _DCOLS = ", ".join(c.DISCARD_COLUMNS)
 _JCOLS = ", ".join(c.JOB_COLUMNS)
-_INSERT = (
+_INSERT_HEAD = (
     "INSERT INTO messages (id, customer_id, traffic_class, destination, sender_id, body,"
     " encoding, segments, client_ref, idempotency_key, state, attempts, next_attempt_at,"
-    " due_at, created_at, updated_at, replay_count)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, 0)"
+    " due_at, created_at, updated_at, replay_count) VALUES "
 )
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, 0)"
+_INSERT = _INSERT_HEAD + _INSERT_ROW
+# Rows per multi-row INSERT: one statement step inserts them all with the GIL released
+# (an executemany steps once per row and takes the GIL back between rows, so the event
+# loop thread and this one would take turns). 14 parameters a row stays far below
+# SQLite's 32,766.
+_INSERT_CHUNK = 256
 _INSERT_KEYED = (
     _INSERT + " ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 )
 _EVENT = "INSERT INTO message_events (message_id, at, state, detail) VALUES (?, ?, ?, ?)"
 _FILTERS = c.FilterSQL(lambda _: "?", c.to_epoch, arrays=False)
+
+
+@functools.cache
+def _insert_rows(count: int) -> str:
+    """An INSERT of `count` new messages (cached: one text per size, so one prepared statement)."""
+    return _INSERT_HEAD + ", ".join([_INSERT_ROW] * count)
 
 
 def _path_of(url: str) -> str:
@@ -287,8 +300,9 @@ class SQLiteStore(Store):
             # NewMessage is a tuple: customer_id … body, encoding, segments, client_ref, key.
             row = (mid, *m[:5], m.encoding.value, *m[6:], now, now, now, now)
             (plain if m.idempotency_key is None else keyed).append(row)
-        if plain:
-            conn.executemany(_INSERT, plain)
+        for first in range(0, len(plain), _INSERT_CHUNK):
+            chunk = plain[first : first + _INSERT_CHUNK]
+            conn.execute(_insert_rows(len(chunk)), [value for row in chunk for value in row])
         existing: dict[tuple[str, str | None], str] = {}
         if keyed:
             before = conn.total_changes

@@ -12,7 +12,9 @@ from tiergate.store import (
     Discard,
     DiscardFilter,
     DiscardGroup,
+    Encoding,
     MessageState,
+    NewMessage,
     NewReplayJob,
     NotFound,
     Release,
@@ -60,6 +62,48 @@ async def test_enqueue_answers_in_order_with_sortable_ids(store: Store) -> None:
     assert len({r.id for r in results}) == 50
     bodies = [(await store.get(r.id)).message.body for r in results]  # type: ignore[union-attr]
     assert bodies == [f"m{i}" for i in range(50)]
+
+
+TRICKY_BODIES = (
+    'quote " and backslash \\ and \\u0041 as text',
+    "tab\tnewline\ncarriage\rreturn",
+    "emoji 😀 and Ω ü € {}[]",
+    '{"looks": ["like", "json"], "n": null}',
+    "'; DROP TABLE messages; --",
+)
+
+
+async def test_a_large_mixed_batch_keeps_every_field_exactly(store: Store) -> None:
+    """More rows than one multi-row statement takes, keyed and plain, text that needs escaping."""
+    [earlier] = await store.enqueue([msg(key="seen-before")])
+    batch = [
+        NewMessage(
+            customer_id="acme",
+            traffic_class=("otp", "bulk")[i % 2],
+            destination=f"+4477009{i:05d}",
+            sender_id=("ACME", "+4915112345678")[i % 2],
+            body=f"{TRICKY_BODIES[i % len(TRICKY_BODIES)]} #{i}",
+            encoding=(Encoding.GSM7, Encoding.UCS2)[i % 2],
+            segments=1 + i % 3,
+            client_ref=None if i % 4 else f"ref-{i}",
+            idempotency_key=None if i % 5 else f"key-{i}",
+        )
+        for i in range(700)
+    ]
+    batch[350] = batch[350]._replace(idempotency_key="seen-before")
+    results = await store.enqueue(batch)
+    assert [r.created for r in results] == [i != 350 for i in range(700)]
+    assert results[350].id == earlier.id
+    assert len({r.id for r in results}) == 700
+    for i in (0, 1, 2, 3, 4, 5, 255, 256, 257, 349, 351, 699):
+        view = await store.get(results[i].id)
+        assert view is not None
+        m, sent = view.message, batch[i]
+        assert (m.customer_id, m.traffic_class, m.destination, m.sender_id, m.body) == sent[:5]
+        assert (m.encoding, m.segments, m.client_ref, m.idempotency_key) == sent[5:]
+        assert m.state is MessageState.QUEUED
+    stats = await store.queue_stats()
+    assert (stats["otp"].queued, stats["bulk"].queued) == (350, 350)
 
 
 async def test_idempotency_key_never_creates_a_second_message(store: Store) -> None:

@@ -36,3 +36,11 @@ def test_batched_ids_sort_after_earlier_batches() -> None:
 def test_random_part_uses_every_symbol() -> None:
     tails = "".join(i[10:] for i in new_ids(2000))
     assert set(tails) == set(_ALPHABET)
+
+
+def test_random_symbols_are_equally_likely() -> None:
+    tails = "".join(i[10:] for i in new_ids(20_000))
+    expected = len(tails) / len(_ALPHABET)
+    counts = [tails.count(symbol) for symbol in _ALPHABET]
+    # 320,000 symbols, 10,000 expected each: a biased mapping is off by far more than 5 %.
+    assert max(abs(n - expected) / expected for n in counts) < 0.05
