@@ -97,6 +97,10 @@ class Worker:
         self._latency = metrics.SUBMIT_LATENCY.labels(**labels)
         self._retries = metrics.RETRIES.labels(**labels)
         self._receipt_latency = metrics.RECEIPT_LATENCY.labels(**labels)
+        self._receipts_by_outcome = {
+            delivered: metrics.RECEIPTS.labels(**labels, state="delivered" if delivered else "failed")
+            for delivered in (True, False)
+        }
         # Every result series exists from the start at zero, so an error ratio of a healthy
         # revision is 0, not "no data".
         self._ok, self._error, self._throttled = (
@@ -370,12 +374,10 @@ class Worker:
             log.error("Receipts left unacknowledged after retries count=%d", len(batch))
             return
         now = self._clock()
+        counted = self._receipts_by_outcome
         for receipt, message in zip(batch, updated, strict=True):
             receipt.ack()
-            state = "delivered" if receipt.delivered else "failed"
-            metrics.RECEIPTS.labels(
-                tier=self.identity.tier, revision=self.identity.revision, state=state
-            ).inc()
+            counted[receipt.delivered].inc()
             created = self._accepted_at.pop(receipt.upstream_id, None)
             if created is None and message is not None:
                 created = message.created_at.timestamp()
