@@ -3,7 +3,7 @@
 Runs the real processes (ingest API, tier workers, the smpp34 test SMSC) on loopback over a
 fresh store, then prints one JSON document. Usage::
 
-    python bench/sender_bench.py [--engine sqlite|postgresql] [--runs 3] [--out FILE]
+    python bench/sender_bench.py [--engine sqlite|postgresql] [--runs 3] [--api-processes 2] [--out FILE]
 
 SQLite uses a file in a temporary directory (WAL, synchronous=FULL). PostgreSQL uses
 ``--store-url`` (an empty database) or ``TIERGATE_BENCH_POSTGRES_DSN``, else a throwaway
@@ -17,6 +17,11 @@ What is measured, so the numbers can be judged:
 - Request bodies are encoded before the clock starts and sent over raw keep-alive HTTP/1.1
   (an httpx client costs more CPU than the server on two cores); the client still shares the
   machine with the servers.
+- Batch ingest posts ``--batch-messages`` (100,000) in requests of 1,000 over
+  ``--batch-connections`` (8) keep-alive connections, as several clients would.
+- ``--api-processes`` runs the API with TIERGATE_API_PROCESSES (SO_REUSEPORT: the kernel
+  spreads connections by address hash, so a run can land unevenly); its CPU and memory
+  figures include every serving process.
 - ``drain`` times the workers alone on a backlog; ``end_to_end`` ingests while the workers
   send, and counts a message done when its ``submit_sm_resp`` was recorded in the store;
   its latency is ``submitted_at - created_at`` from the store.
@@ -72,16 +77,52 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendants of a process (an API's serving processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out.extend(kids)
+        todo.extend(kids)
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """CPU time of a process and of its live descendants."""
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and of its live descendants."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return round(total / 1024, 1)
 
 
 def destination(i: int) -> str:
@@ -357,6 +398,7 @@ async def run_once(args: argparse.Namespace, store_url: str, tmp: Path) -> dict[
             "TIERGATE_HTTP_PORT": str(api_port),
             "TIERGATE_API_TOKENS": f"{TOKEN}=bench",
             "TIERGATE_TRAFFIC_CLASSES": "bulk",
+            "TIERGATE_API_PROCESSES": str(args.api_processes),
         },
         tmp / "api.log",
     )
@@ -367,7 +409,9 @@ async def run_once(args: argparse.Namespace, store_url: str, tmp: Path) -> dict[
         await wait_up(f"http://127.0.0.1:{api_port}/healthz")
         cpu = CpuMeter({"api": api})
         report["ingest_single"] = await ingest_single(api_port, args.single, 64, cpu)
-        report["ingest_batch"] = await ingest_batch(api_port, args.messages, 1000, 4, cpu)
+        report["ingest_batch"] = await ingest_batch(
+            api_port, args.batch_messages, 1000, args.batch_connections, cpu
+        )
         workers = []
         for i in range(args.workers):
             port = free_port()
@@ -389,7 +433,7 @@ async def run_once(args: argparse.Namespace, store_url: str, tmp: Path) -> dict[
         meter = {"api": api, "smsc": smsc, **{f"worker{i}": w for i, w in enumerate(workers)}}
         cpu = CpuMeter(meter)
         cpu.start()
-        report["drain"] = await drain(store_url, args.messages + args.single, cpu)
+        report["drain"] = await drain(store_url, args.batch_messages + args.single, cpu)
         report["end_to_end"] = await end_to_end(api_port, store_url, args.messages, cpu)
         report["rss_mib"] = {name: rss_mib(p.pid) for name, p in meter.items()}
         async with httpx.AsyncClient() as client:
@@ -449,9 +493,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--store-url", help="an empty database; default: a fresh one per run")
-    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--messages", type=int, default=20000, help="end-to-end phase")
+    parser.add_argument(
+        "--batch-messages", type=int, default=100_000, help="batch ingest phase (long enough to time)"
+    )
     parser.add_argument("--single", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-connections", type=int, default=8, help="clients posting batches at once")
+    parser.add_argument(
+        "--api-processes", type=int, default=1, help="TIERGATE_API_PROCESSES of the ingest API"
+    )
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
@@ -489,6 +540,7 @@ async def main() -> None:
         "event_loop": args.event_loop,
         "durability": "SQLite WAL synchronous=FULL; PostgreSQL fsync=on synchronous_commit=on",
         "workers": args.workers,
+        "api_processes": args.api_processes,
         "cpus": os.cpu_count(),
         "runs": len(runs),
         "median": {".".join(path): median_of(runs, *path) for path in SUMMARY},

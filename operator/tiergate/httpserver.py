@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 from collections.abc import Callable, Generator
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
@@ -27,16 +29,25 @@ class _QuietServer(uvicorn.Server):
 class HttpServer:
     """A uvicorn server run as a task of the current loop."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, *, access_log: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        *,
+        access_log: bool = False,
+        sock: socket.socket | None = None,
+    ) -> None:
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="off"
         )
         self._server = _QuietServer(config)
+        self._sockets = None if sock is None else [sock]
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start serving; returns once the socket listens."""
-        self._task = asyncio.create_task(self._server.serve(), name="http")
+        """Start serving (on `sock` if one was given); returns once the socket listens."""
+        self._task = asyncio.create_task(self._server.serve(sockets=self._sockets), name="http")
         while not self._server.started:
             if self._task.done():
                 await self._task
@@ -51,7 +62,12 @@ class HttpServer:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """Prometheus text exposition of the default registry."""
+    """Prometheus text exposition of the default registry, or of every process sharing
+    ``PROMETHEUS_MULTIPROC_DIR`` when several serve one port (counters summed)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -198,12 +199,14 @@ class IngestApi:
                     )
         rate = self.settings.customer_rate
         if rate is not None:
+            # Each of several serving processes admits its share of a customer's rate.
+            share = rate / self.settings.processes
             bucket = self._buckets.get(customer)
             if bucket is None:
-                bucket = self._buckets[customer] = TokenBucket(rate, burst=max(1.0, rate))
+                bucket = self._buckets[customer] = TokenBucket(share, burst=max(1.0, share))
             for _ in messages:
                 if not bucket.try_acquire():
-                    wait = max(1, math.ceil(len(messages) / rate))
+                    wait = max(1, math.ceil(len(messages) / share))
                     return _error(
                         429,
                         "rate_limited",
@@ -302,14 +305,14 @@ class IngestApi:
         return JSONResponse({"ready": True, "missing": []})
 
 
-async def run_api(settings: ApiSettings) -> None:
-    """Serve the ingest API until SIGTERM."""
+async def run_api(settings: ApiSettings, sock: socket.socket | None = None) -> None:
+    """Serve the ingest API until SIGTERM (on `sock`, a listening socket, if given)."""
     stop = asyncio.Event()
     install_stop_signals(stop.set)
     store = await open_store(settings.store_url)
     api = IngestApi(store, settings)
     await api.start()
-    http = HttpServer(api.app, settings.host, settings.port)
+    http = HttpServer(api.app, settings.host, settings.port, sock=sock)
     await http.start()
     log.info("Ingest API serving port=%d customers=%d", settings.port, len(set(settings.tokens.values())))
     try:

@@ -34,6 +34,13 @@ def _check_loop() -> None:
         _refuse(exc)
 
 
+def _tune_gc() -> None:
+    try:
+        eventloop.tune_gc()
+    except ConfigError as exc:
+        _refuse(exc)
+
+
 @app.command()
 def worker(
     tier: str = typer.Option(None, help="Tier name (env TIERGATE_TIER)"),
@@ -72,6 +79,7 @@ def worker(
         _refuse(exc)
         return
     _check_loop()
+    _tune_gc()
     _logging()
     eventloop.run(run_worker(settings))
 
@@ -118,6 +126,9 @@ def api(
         None, help="429 above this depth per traffic class (env TIERGATE_MAX_QUEUE_DEPTH)"
     ),
     customer_rate: float = typer.Option(None, help="Messages/s per customer (env TIERGATE_CUSTOMER_RATE)"),
+    processes: int = typer.Option(
+        None, help="Serving processes sharing the port, one per core (env TIERGATE_API_PROCESSES, default 1)"
+    ),
 ) -> None:
     """Run the ingest API: POST /v1/messages, POST /v1/messages:batch, GET /v1/messages/{id}.
 
@@ -125,6 +136,7 @@ def api(
     TIERGATE_TRAFFIC_CLASSES; limits from TIERGATE_MAX_SEGMENTS and TIERGATE_MAX_BATCH.
     """
     from tiergate.sender.api import run_api
+    from tiergate.sender.processes import run_api_processes
     from tiergate.sender.settings import api_settings
 
     try:
@@ -135,10 +147,14 @@ def api(
             tokens_file=tokens_file,
             max_queue_depth=max_queue_depth,
             customer_rate=customer_rate,
+            processes=processes,
         )
     except ConfigError as exc:
         _refuse(exc)
         return
     _check_loop()
+    _tune_gc()
     _logging()
+    if settings.processes > 1:
+        raise typer.Exit(code=run_api_processes(settings))
     eventloop.run(run_api(settings))

@@ -38,15 +38,18 @@ RECEIPTS = Counter(
     "Delivery receipts received, by final state",
     ["tier", "revision", "state"],
 )
+# Several API processes each sample the queue: the newest sample is the answer.
 QUEUE_DEPTH = Gauge(
     "tiergate_sender_queue_depth",
     "Messages queued and not yet submitted",
     ["traffic_class"],
+    multiprocess_mode="mostrecent",
 )
 OLDEST_QUEUED_AGE = Gauge(
     "tiergate_sender_oldest_queued_age_seconds",
     "Age of the oldest message queued and not yet submitted",
     ["traffic_class"],
+    multiprocess_mode="mostrecent",
 )
 IN_FLIGHT = Gauge(
     "tiergate_sender_in_flight",

@@ -137,6 +137,10 @@ class ApiSettings:
     max_queue_depth: int | None = None
     customer_rate: float | None = None
     stats_interval: float = 0.5
+    processes: int = 1
+
+
+MAX_API_PROCESSES = 64
 
 
 def token_digest(token: str) -> str:
@@ -179,6 +183,7 @@ def api_settings(
     tokens_file: str | None = None,
     max_queue_depth: int | None = None,
     customer_rate: float | None = None,
+    processes: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ApiSettings:
     """Resolve ingest API settings: flag, else environment, else default; validate."""
@@ -190,6 +195,9 @@ def api_settings(
         max_queue_depth if max_queue_depth is not None else (_int(env, "TIERGATE_MAX_QUEUE_DEPTH", 0) or None)
     )
     rate = customer_rate if customer_rate is not None else _float_or_none(env, "TIERGATE_CUSTOMER_RATE")
+    count = processes if processes is not None else _int(env, "TIERGATE_API_PROCESSES", 1)
+    if not 1 <= count <= MAX_API_PROCESSES:
+        raise ConfigError(f"TIERGATE_API_PROCESSES must be 1 to {MAX_API_PROCESSES}, got {count}")
     return ApiSettings(
         store_url=store_url or env.get("TIERGATE_STORE_URL") or default_store_url(env),
         tokens=tokens,
@@ -198,4 +206,5 @@ def api_settings(
         port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
         max_queue_depth=depth,
         customer_rate=rate,
+        processes=count,
     )

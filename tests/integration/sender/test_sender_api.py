@@ -171,6 +171,15 @@ async def test_queue_depth_limit_answers_429_with_retry_after(store: Store) -> N
     assert (await store.queue_stats())["bulk"].queued == 3
 
 
+async def test_each_of_several_processes_admits_its_share_of_a_customer_rate(store: Store) -> None:
+    api, client = await client_for(store, customer_rate=4.0, processes=2)
+    async with client:
+        codes = [(await client.post("/v1/messages", json=GOOD, headers=AUTH)).status_code for _ in range(4)]
+    await api.close()
+    assert codes[:2] == [202, 202]
+    assert codes[2:] == [429, 429]
+
+
 async def test_customer_rate_limit_answers_429(store: Store) -> None:
     api, client = await client_for(store, customer_rate=2.0)
     async with client:

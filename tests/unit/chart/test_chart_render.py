@@ -331,3 +331,10 @@ def test_the_argo_cd_example_renders_with_managed_secrets_and_no_generated_token
     ]
     refs += [v["secret"]["secretName"] for v in api.get("volumes", []) if "secret" in v]
     assert "tiergate-api-tokens" in refs
+
+
+def test_api_processes_reach_the_container_as_its_setting() -> None:
+    default = by_kind(render(), "Deployment")["tiergate-api"]["spec"]["template"]["spec"]
+    assert env_of(default["containers"][0])["TIERGATE_API_PROCESSES"]["value"] == "1"
+    two = by_kind(render("--set", "api.processes=2"), "Deployment")["tiergate-api"]
+    assert env_of(two["spec"]["template"]["spec"]["containers"][0])["TIERGATE_API_PROCESSES"]["value"] == "2"

@@ -21,6 +21,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("a Secret name Kubernetes refuses", ["api.auth.existingSecret=Bad_Name"], ["/api/auth/existingSecret"]),
     ("an empty Secret key", ["replay.auth.key="], ["/replay/auth/key"]),
     ("a port out of range", ["api.port=70000"], ["/api/port", "maximum"]),
+    ("no API processes", ["api.processes=0"], ["/api/processes", "minimum"]),
     ("an unknown top-level value", ["replicas=3"], ["additional properties 'replicas' not allowed"]),
     ("an unknown component value", ["operator.replica=3"], ["/operator", "'replica' not allowed"]),
     ("an unknown sqlite volume", ["store.sqlite.volume=nfs"], ["/store/sqlite/volume"]),

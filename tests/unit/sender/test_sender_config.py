@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
 
+from tiergate.sender import eventloop
 from tiergate.sender.connectors.smpp import classify_status, destination_address, source_address
 from tiergate.sender.errors import ConfigError, PermanentError, ThrottledError, TransientError
 from tiergate.sender.faults import Faults, parse_faults
@@ -94,6 +96,36 @@ def test_api_settings_and_tokens() -> None:
         api_settings(env={"TIERGATE_STORE_URL": "sqlite:///x.db"})
     with pytest.raises(ConfigError):
         parse_tokens("no-separator")
+
+
+API_ENV = {"TIERGATE_API_TOKENS": "a=c1", "TIERGATE_STORE_URL": "sqlite:///x.db"}
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", 1), ("1", 1), ("2", 2), ("64", 64)])
+def test_api_processes_setting(raw: str, expected: int) -> None:
+    assert api_settings(env={**API_ENV, "TIERGATE_API_PROCESSES": raw}).processes == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "65", "-1", "two"])
+def test_api_processes_out_of_range_is_refused_naming_the_setting(raw: str) -> None:
+    with pytest.raises(ConfigError, match="TIERGATE_API_PROCESSES"):
+        api_settings(env={**API_ENV, "TIERGATE_API_PROCESSES": raw})
+
+
+def test_gc_tuning_threshold_from_the_environment() -> None:
+    before = gc.get_threshold()
+    try:
+        assert eventloop.tune_gc({}) == eventloop.GC_YOUNG_THRESHOLD
+        assert gc.get_threshold()[0] == eventloop.GC_YOUNG_THRESHOLD
+        assert eventloop.tune_gc({"TIERGATE_GC_THRESHOLD": "5000"}) == 5000
+        gc.set_threshold(*before)
+        assert eventloop.tune_gc({"TIERGATE_GC_THRESHOLD": "0"}) == before[0]
+        assert gc.get_threshold() == before
+        with pytest.raises(ConfigError, match="TIERGATE_GC_THRESHOLD"):
+            eventloop.tune_gc({"TIERGATE_GC_THRESHOLD": "lots"})
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def test_retry_backoff_grows_caps_and_jitters() -> None:
