@@ -110,7 +110,7 @@ class PostgresStore(Store):
     def __init__(self, pool: asyncpg.Pool, clock: c.Clock) -> None:
         self._pool = pool
         self._clock = clock
-        self._group: c.GroupCommitter[list[NewMessage]] = c.GroupCommitter(self._run_enqueues)
+        self._group: c.GroupCommitter[list[NewMessage]] = c.GroupCommitter(self._run_enqueues, concurrency=2)
         self.counters = StoreCounters()
 
     @property
@@ -457,19 +457,24 @@ class PostgresStore(Store):
         self, conn: Conn, receipts: list[Receipt], now: float, keep: bool
     ) -> list[Message | None]:
         ts = _ts(now)
+        # The first receipt for an SMSC id wins within a batch. The ids go in as an array
+        # (`= ANY`, an index scan whatever the statistics: a join against unnest() was
+        # planned as a hash join over the whole table on a fresh, unanalysed one) and
+        # each id's outcome as one jsonb object.
+        outcome: dict[str, tuple[bool, str | None]] = {}
+        for r in receipts:
+            outcome.setdefault(r.upstream_message_id, (r.delivered, r.detail))
         rows = await conn.fetch(
             "UPDATE messages m SET"
-            " state = CASE WHEN u.delivered THEN 'delivered' ELSE 'failed' END,"
-            " delivered_at = $4, updated_at = $4,"
-            " last_error = CASE WHEN u.delivered THEN m.last_error"
-            " ELSE COALESCE(u.detail, m.last_error) END"
-            " FROM (SELECT DISTINCT ON (up) * FROM unnest($1::text[], $2::bool[], $3::text[])"
-            " AS x(up, delivered, detail)) AS u"
-            " WHERE m.upstream_message_id = u.up AND m.state = 'submitted'"
-            f" RETURNING {_MCOLS}, u.detail",
-            [r.upstream_message_id for r in receipts],
-            [r.delivered for r in receipts],
-            [r.detail for r in receipts],
+            " state = CASE WHEN ($2::jsonb -> m.upstream_message_id ->> 0)::boolean"
+            " THEN 'delivered' ELSE 'failed' END,"
+            " delivered_at = $3, updated_at = $3,"
+            " last_error = CASE WHEN ($2::jsonb -> m.upstream_message_id ->> 0)::boolean"
+            " THEN m.last_error ELSE COALESCE($2::jsonb -> m.upstream_message_id ->> 1, m.last_error) END"
+            " WHERE m.upstream_message_id = ANY($1::text[]) AND m.state = 'submitted'"
+            f" RETURNING {_MCOLS}, $2::jsonb -> m.upstream_message_id ->> 1",
+            list(outcome),
+            orjson.dumps(outcome).decode(),
             ts,
         )
         found: dict[str, Message] = {}

@@ -26,6 +26,9 @@ from tiergate.store import (
     WorkerIdentity,
     open_store,
 )
+from tiergate.store import (
+    Receipt as StoreReceipt,
+)
 
 W1 = WorkerIdentity("w1", "tier-0", "rev-a")
 W2 = WorkerIdentity("w2", "tier-1", "rev-b")
@@ -305,6 +308,30 @@ async def test_receipts_update_state_even_when_they_come_first(store: Store) -> 
     repeat = await store.record_receipt("up-a", False, "late duplicate")
     assert repeat is not None
     assert repeat.state == MessageState.DELIVERED
+
+
+async def test_a_batch_of_receipts_applies_each_once_the_first_of_a_repeated_id_winning(store: Store) -> None:
+    results = await store.enqueue([msg() for _ in range(2)])
+    await store.lease("otp", W1, 2, 30)
+    a, b = (r.id for r in results)
+    await store.complete([Submitted(a, "w1", "up-a"), Submitted(b, "w1", "up-b")])
+    found = await store.record_receipts(
+        [
+            StoreReceipt("up-a", True, "DELIVRD"),
+            StoreReceipt("up-b", False, "stat=UNDELIV err=034"),
+            StoreReceipt("up-a", False, "stat=REJECTD err=001"),
+            StoreReceipt("up-x", True, "DELIVRD"),
+        ]
+    )
+    assert [m.id if m else None for m in found] == [a, b, a, None]
+    view_a, view_b = await store.get(a), await store.get(b)
+    assert view_a is not None
+    assert view_b is not None
+    assert (view_a.message.state, view_a.message.last_error) == (MessageState.DELIVERED, None)
+    assert (view_b.message.state, view_b.message.last_error) == (MessageState.FAILED, "stat=UNDELIV err=034")
+    assert [(h.state, h.detail) for h in view_a.history][-1] == (MessageState.DELIVERED, "DELIVRD")
+    assert [(h.state, h.detail) for h in view_b.history][-1] == (MessageState.FAILED, "stat=UNDELIV err=034")
+    assert store.counters.orphan_receipts == 1
 
 
 async def test_queue_stats_report_the_oldest_queued(store: Store, clock: FakeClock) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +15,7 @@ from tiergate.store import (
     new_id,
     open_store,
 )
-from tiergate.store._common import decide_claim, decode_cursor, encode_cursor
+from tiergate.store._common import GroupCommitter, decide_claim, decode_cursor, encode_cursor
 
 
 def test_ids_are_unique_and_sort_by_time() -> None:
@@ -67,3 +68,31 @@ def test_cursor_round_trips_and_rejects_garbage() -> None:
 async def test_open_store_refuses_bad_urls(url: str) -> None:
     with pytest.raises(InvalidRequest):
         await open_store(url)
+
+
+@pytest.mark.parametrize(("concurrency", "overlapped"), [(1, 1), (2, 2)])
+async def test_group_commit_runs_up_to_its_concurrency_of_rounds_at_once(
+    concurrency: int, overlapped: int
+) -> None:
+    release = asyncio.Event()
+    running = 0
+    most = 0
+
+    async def run_group(ops: list[int]) -> list[int]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        return [op * 10 for op in ops]
+
+    group = GroupCommitter(run_group, concurrency=concurrency)
+    first = asyncio.create_task(group.submit(1))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(group.submit(2))
+    await asyncio.sleep(0.01)
+    assert most == overlapped
+    release.set()
+    assert (await first, await second) == (10, 20)
+    await group.close()
+    assert group.rounds == 2
