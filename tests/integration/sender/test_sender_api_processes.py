@@ -122,12 +122,17 @@ async def test_processes_share_the_port_and_every_accept_is_counted_once(
     assert gone(children)
 
 
+def sqlite_api(spawn: Callable[..., Proc], tmp_path: Path) -> tuple[Proc, list[int], int]:
+    """A two-process API on a SQLite store: the parent, its serving children, the port."""
+    port = free_port()
+    proc, children = start_api(spawn, api_env(f"sqlite://{tmp_path / 'q.db'}", port, tmp_path / "metrics"))
+    return proc, children, port
+
+
 def test_a_process_that_dies_stops_the_others_and_the_parent_fails(
     spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = api_env(f"sqlite://{tmp_path / 'q.db'}", port, tmp_path / "metrics")
-    proc, children = start_api(spawn, env)
+    proc, children, _ = sqlite_api(spawn, tmp_path)
     os.kill(children[0], signal.SIGKILL)
     assert proc.popen.wait(30) == 1
     assert gone(children)
@@ -137,9 +142,7 @@ def test_a_process_that_dies_stops_the_others_and_the_parent_fails(
 def test_children_of_a_killed_parent_drain_and_free_the_port(
     spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = api_env(f"sqlite://{tmp_path / 'q.db'}", port, tmp_path / "metrics")
-    proc, children = start_api(spawn, env)
+    proc, children, port = sqlite_api(spawn, tmp_path)
     proc.kill9()
     assert gone(children)
     with pytest.raises(httpx.ConnectError):
