@@ -47,8 +47,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048, reuse_port=True)
 
 
-def _serve(settings: ApiSettings, index: int) -> None:
-    """One serving process (runs in a fresh interpreter)."""
+def _serve(settings: ApiSettings, index: int, parent: int) -> None:
+    """One serving process (runs in a fresh interpreter) of the supervising `parent` pid."""
     from tiergate.sender.api import run_api
 
     logging.basicConfig(
@@ -57,7 +57,9 @@ def _serve(settings: ApiSettings, index: int) -> None:
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns ^C into SIGTERM
     eventloop.tune_gc()
-    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    # The parent's pid comes from the parent: read here, it could already be init's when
+    # the parent was killed while this process was still starting.
+    threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True).start()
     eventloop.run(run_api(settings, sock=listening_socket(settings.host, settings.port)))
 
 
@@ -79,7 +81,9 @@ def run_api_processes(settings: ApiSettings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=_serve, args=(settings, i), name=f"tiergate-api-{i}", daemon=False)
+        context.Process(
+            target=_serve, args=(settings, i, os.getpid()), name=f"tiergate-api-{i}", daemon=False
+        )
         for i in range(settings.processes)
     ]
     stopping = False

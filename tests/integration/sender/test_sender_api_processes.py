@@ -147,3 +147,16 @@ def test_children_of_a_killed_parent_drain_and_free_the_port(
     assert gone(children)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_children_still_starting_when_the_parent_is_killed_stop_too(
+    spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    env = api_env(f"sqlite://{tmp_path / 'q.db'}", free_port(), tmp_path / "metrics")
+    proc = spawn("sender", "api", env=env, name="api")
+    deadline = time.monotonic() + 30
+    while len(children := serving_children(proc.popen.pid)) < 2:
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.01)
+    proc.kill9()  # before either has finished importing: they learn of it afterwards
+    assert gone(children)
