@@ -22,6 +22,9 @@ What is measured, so the numbers can be judged:
 - ``--api-processes`` runs the API with TIERGATE_API_PROCESSES (SO_REUSEPORT: the kernel
   spreads connections by address hash, so a run can land unevenly); its CPU and memory
   figures include every serving process.
+- ``paced`` sends ``--paced-rate`` (1,000/s, half of the target) for 10 s in batches of 10
+  and reports accept-to-``submit_sm_resp`` latency below capacity; ``end_to_end`` floods,
+  so its latency is mostly time queued.
 - ``drain`` times the workers alone on a backlog; ``end_to_end`` ingests while the workers
   send, and counts a message done when its ``submit_sm_resp`` was recorded in the store;
   its latency is ``submitted_at - created_at`` from the store.
@@ -68,7 +71,7 @@ TIERGATE = str(Path(sys.executable).parent / "tiergate")
 TOKEN = "bench-token"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 COUNTRIES = ("+49151{:08d}", "+447400{:06d}", "+1201{:07d}", "+336{:08d}")
-PHASE_OFFSET = {"single": 0, "batch": 10_000_000, "e2e": 20_000_000}
+PHASE_OFFSET = {"single": 0, "batch": 10_000_000, "e2e": 20_000_000, "paced": 30_000_000}
 
 
 def free_port() -> int:
@@ -310,13 +313,63 @@ async def end_to_end(port: int, store_url: str, n: int, cpu: CpuMeter) -> dict[s
     ingest_rate = n / (time.perf_counter() - t)
     await wait_empty(store_url)
     cpu_use = cpu.per_1k(n)
+    latencies, states, last = await outcomes_since(store_url, started)
+    seconds = last - started
+    return {
+        "messages": n,
+        "ingest_msg_per_s": round(ingest_rate, 1),
+        "states": states,
+        "seconds": round(seconds, 3),
+        "msg_per_s": round(len(latencies) / seconds, 1) if seconds > 0 else 0,
+        **latency_summary(latencies),
+        "cpu_ms_per_1k": cpu_use,
+    }
+
+
+async def paced(port: int, store_url: str, rate: float, seconds: float) -> dict[str, Any]:
+    """End-to-end latency below capacity: batches of 10 at `rate` messages/s on 2 connections."""
+    n = int(rate * seconds) // 10 * 10
+    bodies = batches(n, 10, "paced")
+    interval = 2 * 10 / rate  # each connection sends every `interval` seconds
+    started = time.time()
+
+    async def connection(mine: list[tuple[bytes, int]], offset: float) -> list[float]:
+        begin = time.perf_counter() + offset
+        taken: list[float] = []
+        for k, body in enumerate(mine):
+            await asyncio.sleep(max(0.0, begin + k * interval - time.perf_counter()))
+            taken.extend(await post_all(port, iter([body]), 1))
+        return taken
+
+    halves = await asyncio.gather(connection(bodies[0::2], 0.0), connection(bodies[1::2], interval / 2))
+    requests = [x for half in halves for x in half]
+    await wait_empty(store_url)
+    latencies, states, _ = await outcomes_since(store_url, started)
+    return {
+        "messages": n,
+        "set_rate_per_s": rate,
+        "states": states,
+        **latency_summary(latencies),
+        "request_p50_ms": round(1000 * statistics.median(requests), 2),
+        "request_p99_ms": round(1000 * pct(requests, 0.99), 2),
+    }
+
+
+def latency_summary(latencies: list[float]) -> dict[str, float | None]:
+    return {
+        "latency_p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
+        "latency_p99_ms": round(1000 * pct(latencies, 0.99), 1) if latencies else None,
+    }
+
+
+async def outcomes_since(store_url: str, started: float) -> tuple[list[float], dict[str, int], float]:
+    """Accept-to-submit_sm_resp latencies, states, and the last submit of messages created since."""
     store = await open_store(store_url)
     latencies: list[float] = []
     last = started
     states: dict[str, int] = {}
     try:
-        ids = await created_since(store_url, started)
-        for id_ in ids:
+        for id_ in await created_since(store_url, started):
             view = await store.get(id_)
             assert view is not None
             m = view.message
@@ -326,17 +379,7 @@ async def end_to_end(port: int, store_url: str, n: int, cpu: CpuMeter) -> dict[s
                 last = max(last, m.submitted_at.timestamp())
     finally:
         await store.close()
-    seconds = last - started
-    return {
-        "messages": n,
-        "ingest_msg_per_s": round(ingest_rate, 1),
-        "states": states,
-        "seconds": round(seconds, 3),
-        "msg_per_s": round(len(latencies) / seconds, 1) if seconds > 0 else 0,
-        "latency_p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
-        "latency_p99_ms": round(1000 * pct(latencies, 0.99), 1) if latencies else None,
-        "cpu_ms_per_1k": cpu_use,
-    }
+    return latencies, states, last
 
 
 async def submitted_span(store_url: str) -> tuple[float, float]:
@@ -435,6 +478,7 @@ async def run_once(args: argparse.Namespace, store_url: str, tmp: Path) -> dict[
         cpu.start()
         report["drain"] = await drain(store_url, args.batch_messages + args.single, cpu)
         report["end_to_end"] = await end_to_end(api_port, store_url, args.messages, cpu)
+        report["paced"] = await paced(api_port, store_url, args.paced_rate, 10.0)
         report["rss_mib"] = {name: rss_mib(p.pid) for name, p in meter.items()}
         async with httpx.AsyncClient() as client:
             report["smsc"] = (await client.get(f"http://127.0.0.1:{stats}/stats")).json()
@@ -478,6 +522,9 @@ SUMMARY: tuple[tuple[str, ...], ...] = (
     ("end_to_end", "cpu_ms_per_1k", "worker0"),
     ("end_to_end", "cpu_ms_per_1k", "smsc"),
     ("end_to_end", "cpu_ms_per_1k", "total"),
+    ("paced", "latency_p50_ms"),
+    ("paced", "latency_p99_ms"),
+    ("paced", "request_p99_ms"),
     ("rss_mib", "api"),
     ("rss_mib", "worker0"),
 )
@@ -500,6 +547,9 @@ async def main() -> None:
     parser.add_argument("--single", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-connections", type=int, default=8, help="clients posting batches at once")
+    parser.add_argument(
+        "--paced-rate", type=float, default=1000.0, help="messages/s of the latency-below-capacity phase"
+    )
     parser.add_argument(
         "--api-processes", type=int, default=1, help="TIERGATE_API_PROCESSES of the ingest API"
     )

@@ -53,7 +53,9 @@ class WorkerOptions:
     lease_batch: int = 512
     visibility_timeout: float = 60.0
     poll_interval: float = 0.05
-    max_poll_interval: float = 0.5
+    # An idle worker backs off to this: a message that finds its queue empty waits at most
+    # this long for a lease (0.5 s made the p99 accept-to-submit 0.2-0.6 s at 1,000/s).
+    max_poll_interval: float = 0.1
     drain_timeout: float = 20.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
