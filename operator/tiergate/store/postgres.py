@@ -75,8 +75,9 @@ _UNAVAILABLE = (
     TimeoutError,
 )
 # A batch travels as one JSON array of rows (one text parameter): asyncpg encodes ten
-# parallel arrays element by element at several times the client CPU, and the server
-# unpacks jsonb faster than it unnests them (bench/store_bench.py).
+# parallel arrays element by element, checking each against collections.abc. Measured on a
+# 1,000-row insert: client CPU 4.5-5.0 -> 1.2-1.6 us a row, server wall time 11.3-12.6 ->
+# 8.0-8.4 us a row (jsonb; plain json re-parses the text for every ->> and was slower).
 _INSERT_PLAIN = (
     "INSERT INTO messages (id, customer_id, traffic_class, destination, sender_id, body,"
     " encoding, segments, client_ref, idempotency_key, state, attempts, next_attempt_at, due_at,"
