@@ -252,6 +252,16 @@ class HealthGate(_Spec):
         description="Every check must keep passing for this long after the pods are Ready.",
     )
     interval: Duration = Field(default="10s", description="Time between two evaluations.")
+    settle: Duration = Field(
+        default="10s",
+        description=(
+            "How long a new revision of a tier above order 0 waits, after the operator first sees "
+            "it, before it may start: a release applied to the whole fleet at once (kubectl apply "
+            "-f, a GitOps sync) reaches every tier in some order, and this is the time for the "
+            "lower tiers' changes to be seen, so that no tier starts ahead of them. Raise it when "
+            "one sync applies the tiers further apart."
+        ),
+    )
     failure_limit: int = Field(
         default=3,
         ge=1,
@@ -354,6 +364,7 @@ class SenderTierSpec(_Spec):
                 "progressDeadline": "300s",
                 "bake": "120s",
                 "interval": "10s",
+                "settle": "10s",
                 "failureLimit": 3,
                 "checks": [],
             }
@@ -493,6 +504,11 @@ class SenderTierStatus(_Status):
     message: str | None = Field(default=None, description="A human summary of the phase.")
     revision: str | None = Field(
         default=None, description="Hash of the spec's pod template: the revision asked for."
+    )
+    revision_seen_at: datetime | None = Field(
+        default=None,
+        alias="revisionSeenAt",
+        description="When the operator first saw the spec's current revision (its settle time starts).",
     )
     current_revision: str | None = Field(
         default=None, alias="currentRevision", description="The revision the Deployment runs now."

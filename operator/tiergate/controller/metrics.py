@@ -27,6 +27,11 @@ ROLLOUTS_HALTED = Counter(
     "Revisions halted, by the check that halted them",
     ["namespace", "fleet", "check"],
 )
+ROLLOUTS_YIELDED = Counter(
+    "tiergate_operator_rollouts_yielded_total",
+    "Rollouts stopped and put back on the signed-off revision because a lower tier halted or moved",
+    ["namespace", "fleet"],
+)
 EVALUATIONS = Counter(
     "tiergate_operator_gate_evaluations_total",
     "Evaluations of a health stack by result",

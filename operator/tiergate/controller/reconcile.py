@@ -383,6 +383,8 @@ def _record(tier: SenderTier, decision: Decision, now: datetime) -> None:
         return
     if new is Phase.PROGRESSING and old is not Phase.PROGRESSING:
         metrics.ROLLOUTS_STARTED.labels(ns, fleet).inc()
+    if any(note.reason is Reason.YIELDED for note in decision.events):
+        metrics.ROLLOUTS_YIELDED.labels(ns, fleet).inc()
     if new is Phase.SIGNED_OFF and decision.save_signed_off:
         metrics.ROLLOUTS_SIGNED_OFF.labels(ns, fleet).inc()
     halt = decision.status.halt

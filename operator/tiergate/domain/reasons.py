@@ -22,6 +22,8 @@ class Reason(enum.StrEnum):
     CHECK_FAILED = "CheckFailed"
     CHECK_INCONCLUSIVE = "CheckInconclusive"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    SETTLING = "RevisionSettling"
+    YIELDED = "YieldedToLowerTier"
     # On-call controls
     PAUSED = "Paused"
     RESUMED = "Resumed"

@@ -200,6 +200,20 @@ def blocker(name: str, order: int, peers: Sequence[Peer], paused: bool) -> Block
     """Why this tier may not start a new revision now, or None when it may."""
     if paused:
         return Blocker("the fleet is paused at this tier")
+    return _below(name, order, peers, count_paused=True)
+
+
+def moved_below(name: str, order: int, peers: Sequence[Peer]) -> Blocker | None:
+    """A lower-order tier that is halted or has a revision it has not signed off, or None.
+
+    A tier that is rolling out must stop when this is not None: the fleet stops on a halt, and a
+    tier never runs ahead of a lower tier that is itself trying something new. A paused lower tier
+    is frozen where it is, so it stops nothing that already moves.
+    """
+    return _below(name, order, peers, count_paused=False)
+
+
+def _below(name: str, order: int, peers: Sequence[Peer], count_paused: bool) -> Blocker | None:
     for peer in sorted(peers, key=lambda p: (p.order, p.name)):
         if peer.name == name or peer.order >= order:
             continue
@@ -207,7 +221,7 @@ def blocker(name: str, order: int, peers: Sequence[Peer], paused: bool) -> Block
             "is halted"
             if peer.halted
             else "is paused"
-            if peer.paused
+            if peer.paused and count_paused
             else "is not signed off yet"
             if not peer.settled
             else None
@@ -215,6 +229,21 @@ def blocker(name: str, order: int, peers: Sequence[Peer], paused: bool) -> Block
         if state is not None:
             return Blocker(f"tier {peer.name} (order {peer.order}) {state}", peer.name)
     return None
+
+
+def settle_left(ctx: Context) -> float:
+    """Seconds before this tier's new revision may start; 0 at order 0, which waits for no tier.
+
+    A release applied to the whole fleet at once reaches the tiers in whatever order the client
+    sends them, and each tier's view of the others lags the watch by a moment. A tier above order 0
+    starts a revision only once it has been seen for ``healthGate.settle``, so the lower tiers'
+    share of the same release is seen first and holds it.
+    """
+    if ctx.tier.spec.order == 0:
+        return 0.0
+    seen = ctx.tier.status.revision_seen_at or ctx.now
+    settle = parse_duration(ctx.tier.spec.health_gate.settle)
+    return max(settle - (ctx.now - seen).total_seconds(), 0.0)
 
 
 def evaluation_due(ctx: Context) -> bool:
@@ -231,6 +260,7 @@ def evaluation_due(ctx: Context) -> bool:
 
 def decide(ctx: Context) -> Decision:
     """Return the tier's next status, Deployment and Events; the one transition function."""
+    ctx = _seen(ctx)
     status = ctx.tier.status
     phase = status.phase or Phase.PENDING
     match phase:
@@ -258,20 +288,48 @@ def _idle(ctx: Context) -> Decision:
     why = blocker(ctx.tier.metadata.name, spec.order, ctx.peers, ctx.requests.paused)
     if why is not None:
         return _waiting(ctx, why)
+    left = settle_left(ctx)
+    if left > 0:
+        settling = Blocker(
+            f"revision {rev} settles for {spec.health_gate.settle}, so that a release applied to the "
+            "whole fleet reaches the lower tiers first"
+        )
+        return _waiting(ctx, settling, reason=Reason.SETTLING, requeue_after=left + 0.05)
     return _start(ctx, Reason.ROLLOUT_STARTED, f"Rolling out revision {rev}")
 
 
-def _waiting(ctx: Context, why: Blocker) -> Decision:
+def _waiting(
+    ctx: Context,
+    why: Blocker,
+    reason: Reason = Reason.TIER_WAITING,
+    requeue_after: float = IDLE_SECONDS,
+) -> Decision:
     status = ctx.tier.status
     message = f"Waiting: {why.why}"
     events: tuple[EventNote, ...] = ()
     if status.phase is not Phase.WAITING or status.message != message:
-        events = (EventNote(Reason.TIER_WAITING, f"Revision {ctx.spec_revision} waits: {why.why}"),)
+        events = (EventNote(reason, f"Revision {ctx.spec_revision} waits: {why.why}"),)
     new = _base(ctx, Phase.WAITING, message).model_copy(
         update={"waiting_for": why.tier, "rollout": None, "halt": None}
     )
-    new = _conditions(ctx, new, ready=False, reason=Reason.TIER_WAITING, reconciling=True)
-    return Decision(status=new, deployment=_hold(ctx), events=events, requeue_after=IDLE_SECONDS)
+    new = _conditions(ctx, new, ready=False, reason=reason, reconciling=True)
+    return Decision(status=new, deployment=_hold(ctx), events=events, requeue_after=requeue_after)
+
+
+def _yield(ctx: Context, why: Blocker) -> Decision:
+    """Stop rolling out because a lower tier halted or moved: back to the signed-off template."""
+    signed = ctx.tier.status.signed_off_revision
+    stopped = ctx.tier.status.model_copy(
+        update={"phase": Phase.WAITING, "rollout": None, "checks": [], "current_revision": signed}
+    )
+    decision = _waiting(ctx.with_status(stopped), why)
+    note = EventNote(
+        Reason.YIELDED,
+        f"Stopped rolling out revision {ctx.spec_revision}: {why.why}; "
+        f"back on {signed or 'nothing (scaled to 0)'} until it moves on",
+        warning=True,
+    )
+    return replace(decision, events=(note,))
 
 
 def _start(ctx: Context, reason: Reason, message: str) -> Decision:
@@ -304,6 +362,8 @@ def _progressing(ctx: Context) -> Decision:
         return _superseded(ctx)
     if _new_request(ctx, "abort"):
         return _fail(ctx, _aborted(ctx), handled="abort")
+    if (why := moved_below(ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers)) is not None:
+        return _yield(ctx, why)
     gate = ctx.tier.spec.health_gate
     wanted = ctx.tier.spec.replicas
     started = rollout.started_at or ctx.now
@@ -351,6 +411,8 @@ def _baking(ctx: Context) -> Decision:
         return _superseded(ctx)
     if _new_request(ctx, "abort"):
         return _fail(ctx, _aborted(ctx), handled="abort")
+    if (why := moved_below(ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers)) is not None:
+        return _yield(ctx, why)
     if _new_request(ctx, "promote"):
         who = ctx.requests.promote or ""
         promoted = rollout.model_copy(update={"promoted_by": who})
@@ -638,6 +700,14 @@ def _fail(
 
 
 # Helpers.
+
+
+def _seen(ctx: Context) -> Context:
+    """Stamp when the spec's revision was first seen: the start of its settle time."""
+    status = ctx.tier.status
+    if status.revision == ctx.spec_revision and status.revision_seen_at is not None:
+        return ctx
+    return ctx.with_status(status.model_copy(update={"revision_seen_at": ctx.now}))
 
 
 def _hold(ctx: Context) -> DeploymentIntent:

@@ -191,6 +191,74 @@ def test_workers_that_never_become_ready_halt_tier_0_which_rolls_back(
         assert bad[t] not in replica_set_revisions(kube_api, namespace, t), f"{t} ran the bad template"
 
 
+def test_a_release_applied_highest_tier_first_still_starts_at_tier_0(
+    kube_api: client.ApiClient,
+    namespace: str,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    # kubectl apply -f and GitOps syncs send a fleet's tiers in name order, not in tier order.
+    docs, _, first = fleet
+    set_gate(kube_api, namespace, docs, progressDeadline="12s")
+    with DeploymentSampler(kube_api, namespace) as sampler:
+        bad = release(kube_api, namespace, docs[::-1], TIERGATE_FAULTS="no-bind", TIERGATE_ALLOW_FAULTS="1")
+        wait_for(
+            lambda: phases(kube_api, namespace)["bulk"] == "RolledBack", timeout=90, what="bulk rolled back"
+        )
+        wait_for(
+            lambda: serving(kube_api, namespace, "bulk", first["bulk"]),
+            timeout=60,
+            what="bulk back on its signed-off revision",
+        )
+    for t in ("standard", "priority"):
+        st = get_tier(kube_api, namespace, t)["status"]
+        assert st["phase"] == "Waiting" and st["waitingFor"] == "bulk", st
+        assert not sampler.ever_ran(t, bad[t]), f"{t} held the bad template"
+        assert bad[t] not in replica_set_revisions(kube_api, namespace, t), f"{t} ran the bad template"
+
+
+def test_a_rolling_tier_stops_when_a_lower_tier_takes_the_release_after_it(
+    kube_api: client.ApiClient,
+    namespace: str,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    # A sync that reaches bulk only after standard's settle time: standard has already started.
+    docs, _, first = fleet
+    set_gate(kube_api, namespace, docs, progressDeadline="20s")
+    by_name = {d["metadata"]["name"]: d for d in docs}
+    faults = {"TIERGATE_FAULTS": "no-bind", "TIERGATE_ALLOW_FAULTS": "1"}
+    with DeploymentSampler(kube_api, namespace) as sampler:
+        bad = release(kube_api, namespace, [by_name["standard"], by_name["priority"]], **faults)
+        wait_for(
+            lambda: phases(kube_api, namespace)["standard"] == "Progressing",
+            timeout=60,
+            interval=0.2,
+            what="standard rolling out",
+        )
+        bad |= release(kube_api, namespace, [by_name["bulk"]], **faults)
+        wait_for(
+            lambda: phases(kube_api, namespace)["standard"] == "Waiting",
+            timeout=30,
+            interval=0.2,
+            what="standard stopped",
+        )
+        wait_for(
+            lambda: serving(kube_api, namespace, "standard", first["standard"]),
+            timeout=60,
+            what="standard back on its signed-off revision",
+        )
+        wait_for(
+            lambda: phases(kube_api, namespace)["bulk"] == "RolledBack", timeout=90, what="bulk rolled back"
+        )
+    assert sampler.ever_ran("standard", bad["standard"]), "standard had started"
+    assert not sampler.ever_ran("priority", bad["priority"])
+    standard = get_tier(kube_api, namespace, "standard")["status"]
+    assert standard["phase"] == "Waiting" and standard["waitingFor"] == "bulk", standard
+    assert standard["signedOffRevision"] == first["standard"] and "halt" not in standard
+    events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    yielded = [e for e in events if e.involved_object.name == "standard" and e.reason == "YieldedToLowerTier"]
+    assert yielded and yielded[0].type == "Warning" and "bulk" in yielded[0].message, yielded
+
+
 def test_failing_sends_are_caught_by_the_prometheus_check(
     kube_api: client.ApiClient,
     namespace: str,

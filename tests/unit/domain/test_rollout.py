@@ -29,6 +29,9 @@ NEW = {"spec": {"containers": [{"name": "w", "image": "tiergate:2"}]}}
 R_OLD, R_NEW = revision_of(OLD), revision_of(NEW)
 
 
+GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2}
+
+
 def tier(
     template: dict[str, Any] = NEW,
     status: dict[str, Any] | None = None,
@@ -46,8 +49,8 @@ def tier(
                 "replicas": 2,
                 "template": template,
                 "onFailure": on_failure,
-                "healthGate": gate
-                or {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2},
+                # No settle time unless a test asks for it: settle has tests of its own below.
+                "healthGate": {"settle": "0s", **(gate or GATE)},
             },
             "status": status or {},
         }
@@ -442,3 +445,94 @@ def test_progress_counts_only_new_pods() -> None:
     never = replace(ready(R_NEW), total=3, updated=1, ready=2)
     assert never.new_ready(R_NEW) == 0, "old pods staying Ready are not the new revision's"
     assert ready(R_OLD).progress_text(R_NEW, 2) == "0/2 pods of the new revision created"
+
+
+# A release applied to the whole fleet at once reaches the tiers in any order; the watch lags.
+
+
+def _update(settle: str = "10s") -> Context:
+    """A tier signed off at the old revision whose spec now asks for the new one."""
+    return ctx(tier(status=signed(), gate={**GATE, "settle": settle}))
+
+
+def test_a_new_revision_above_order_0_settles_before_it_starts() -> None:
+    c, first = step(_update(), peers=(LOWER_SETTLED,))
+    assert first.status.phase is Phase.WAITING and first.deployment.source is Source.SIGNED_OFF
+    assert first.status.revision_seen_at == T0 and first.status.waiting_for is None
+    assert "settles for 10s" in (first.status.message or "")
+    assert [e.reason.value for e in first.events] == ["RevisionSettling"]
+    assert 9.9 < first.requeue_after <= 10.1
+    c, later = step(c, now=T0 + timedelta(seconds=6), peers=(LOWER_SETTLED,))
+    assert later.status.phase is Phase.WAITING and later.status.revision_seen_at == T0
+    assert later.events == (), "one Event for the whole settle time"
+    assert 3.9 < later.requeue_after <= 4.1
+    _, done = step(c, now=T0 + timedelta(seconds=10), peers=(LOWER_SETTLED,))
+    assert done.status.phase is Phase.PROGRESSING and done.deployment.revision == R_NEW
+
+
+def test_a_lower_tier_seen_during_the_settle_time_holds_the_revision() -> None:
+    # The higher tier's change came first; the lower tier's share of the release a moment later.
+    c, _ = step(_update(), peers=(LOWER_SETTLED,))
+    _, d = step(c, now=T0 + timedelta(seconds=10), peers=(LOWER_MOVING,))
+    assert d.status.phase is Phase.WAITING and d.status.waiting_for == "bulk"
+    assert d.deployment.source is Source.SIGNED_OFF and d.deployment.revision == R_OLD
+
+
+@pytest.mark.parametrize(
+    ("order", "retry", "phase"),
+    [(0, False, Phase.PROGRESSING), (1, True, Phase.PROGRESSING), (1, False, Phase.WAITING)],
+    ids=["order-0-waits-for-no-tier", "retry-is-explicit", "order-1-settles"],
+)
+def test_settle_applies_to_new_revisions_above_order_0(order: int, retry: bool, phase: Phase) -> None:
+    status: dict[str, Any] = {**signed(), "revision": R_OLD}
+    requests = Requests()
+    if retry:
+        status = {
+            **signed(),
+            "phase": "RolledBack",
+            "revision": R_NEW,
+            "halt": {"check": "x", "revision": R_NEW, "windowStart": T0.isoformat(), "at": T0.isoformat()},
+        }
+        requests = Requests(retry="carol@t3")
+    t = tier(status=status, order=order, gate={**GATE, "settle": "10s"})
+    d = decide(ctx(t, requests=requests))
+    assert d.status.phase is phase
+
+
+def test_a_new_spec_restarts_the_settle_time() -> None:
+    seen_old = {**signed(), "revision": R_OLD, "revisionSeenAt": T0.isoformat()}
+    d = decide(ctx(tier(status=seen_old, gate={**GATE, "settle": "10s"}), now=T0 + timedelta(minutes=5)))
+    assert d.status.revision == R_NEW and d.status.revision_seen_at == T0 + timedelta(minutes=5)
+    assert d.status.phase is Phase.WAITING
+
+
+@pytest.mark.parametrize(
+    ("phase", "peer", "why"),
+    [
+        ("Progressing", LOWER_HALTED, "is halted"),
+        ("Baking", LOWER_HALTED, "is halted"),
+        ("Progressing", LOWER_MOVING, "is not signed off yet"),
+        ("Baking", LOWER_MOVING, "is not signed off yet"),
+    ],
+)
+def test_a_rolling_tier_stops_when_a_lower_tier_halts_or_moves(phase: str, peer: Peer, why: str) -> None:
+    rolling = {**signed(), "phase": phase, "revision": R_NEW, "currentRevision": R_NEW}
+    rolling["rollout"] = {"revision": R_NEW, "startedAt": T0.isoformat()}
+    c = ctx(tier(status=rolling), deployment=ready(R_NEW), peers=(peer,))
+    _, d = step(c, now=T0 + timedelta(seconds=5), observations=passing() if phase == "Baking" else None)
+    assert d.status.phase is Phase.WAITING and d.status.waiting_for == "bulk"
+    assert d.status.rollout is None and d.status.checks == []
+    assert d.deployment.source is Source.SIGNED_OFF and d.deployment.revision == R_OLD
+    assert d.status.current_revision == R_OLD
+    assert [e.reason.value for e in d.events] == ["YieldedToLowerTier"]
+    assert d.events[0].warning and why in d.events[0].message and R_OLD in d.events[0].message
+    assert why in (d.status.message or "")
+
+
+@pytest.mark.parametrize("peer", [LOWER_SETTLED, LOWER_PAUSED, SAME_ORDER_MOVING, HIGHER_MOVING])
+def test_a_rolling_tier_goes_on_past_peers_that_do_not_stop_it(peer: Peer) -> None:
+    rolling = {**signed(), "phase": "Progressing", "revision": R_NEW}
+    rolling["rollout"] = {"revision": R_NEW, "startedAt": T0.isoformat()}
+    c = ctx(tier(status=rolling), deployment=ready(R_NEW), peers=(peer,))
+    _, d = step(c, now=T0 + timedelta(seconds=5))
+    assert d.status.phase is Phase.BAKING and d.deployment.revision == R_NEW
