@@ -354,16 +354,25 @@ def _start(ctx: Context, reason: Reason, message: str) -> Decision:
     )
 
 
-def _progressing(ctx: Context) -> Decision:
-    status = ctx.tier.status
-    rollout = status.rollout
-    rev = ctx.spec_revision
-    if rollout is None or rollout.revision != rev:
+def _interrupted(ctx: Context) -> Decision | None:
+    """What ends a rollout in progress: a newer spec, an abort, a lower tier that halted or moved."""
+    rollout = ctx.tier.status.rollout
+    if rollout is None or rollout.revision != ctx.spec_revision:
         return _superseded(ctx)
     if _new_request(ctx, "abort"):
         return _fail(ctx, _aborted(ctx), handled="abort")
     if (why := moved_below(ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers)) is not None:
         return _yield(ctx, why)
+    return None
+
+
+def _progressing(ctx: Context) -> Decision:
+    if (stop := _interrupted(ctx)) is not None:
+        return stop
+    status = ctx.tier.status
+    rollout = status.rollout
+    assert rollout is not None  # _interrupted checked it
+    rev = ctx.spec_revision
     gate = ctx.tier.spec.health_gate
     wanted = ctx.tier.spec.replicas
     started = rollout.started_at or ctx.now
@@ -404,15 +413,12 @@ def _progressing(ctx: Context) -> Decision:
 
 
 def _baking(ctx: Context) -> Decision:
+    if (stop := _interrupted(ctx)) is not None:
+        return stop
     status = ctx.tier.status
     rollout = status.rollout
+    assert rollout is not None  # _interrupted checked it
     rev = ctx.spec_revision
-    if rollout is None or rollout.revision != rev:
-        return _superseded(ctx)
-    if _new_request(ctx, "abort"):
-        return _fail(ctx, _aborted(ctx), handled="abort")
-    if (why := moved_below(ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers)) is not None:
-        return _yield(ctx, why)
     if _new_request(ctx, "promote"):
         who = ctx.requests.promote or ""
         promoted = rollout.model_copy(update={"promoted_by": who})
