@@ -73,8 +73,16 @@ def kubectl(
     return done
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
-    """Poll until ``check()`` returns something truthy; return it, or fail with ``what``."""
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    what: str | Callable[[], str] = "",
+) -> Any:
+    """Poll until ``check()`` returns something truthy; return it, or fail with ``what``.
+
+    A callable ``what`` is asked at the timeout, so the message tells the state at the end.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -82,7 +90,8 @@ def wait_for(check: Callable[[], Any], timeout: float = 60.0, interval: float = 
         if last:
             return last
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+    said = what() if callable(what) else what
+    pytest.fail(f"timed out after {timeout}s waiting for {said or check}: last={last!r}")
 
 
 @pytest.fixture(scope="session")

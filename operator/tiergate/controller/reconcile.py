@@ -379,12 +379,14 @@ def _record(tier: SenderTier, decision: Decision, now: datetime) -> None:
     old, new = tier.status.phase, decision.status.phase
     metrics.set_phase(ns, fleet, tier.metadata.name, new)
     metrics.record_status(ns, fleet, tier.metadata.name, decision.status, old != new, now)
+    # Present at 0 from the first reconcile, so increase() sees the first yield.
+    yielded = metrics.ROLLOUTS_YIELDED.labels(ns, fleet)
+    if any(note.reason is Reason.YIELDED for note in decision.events):
+        yielded.inc()
     if old == new:
         return
     if new is Phase.PROGRESSING and old is not Phase.PROGRESSING:
         metrics.ROLLOUTS_STARTED.labels(ns, fleet).inc()
-    if any(note.reason is Reason.YIELDED for note in decision.events):
-        metrics.ROLLOUTS_YIELDED.labels(ns, fleet).inc()
     if new is Phase.SIGNED_OFF and decision.save_signed_off:
         metrics.ROLLOUTS_SIGNED_OFF.labels(ns, fleet).inc()
     halt = decision.status.halt

@@ -273,7 +273,7 @@ def demo(
             lambda: wanted <= present(prom),
             timeout=180,
             interval=1,
-            what=f"every metric family scraped: missing {sorted(wanted - present(prom))}",
+            what=lambda: f"every metric family scraped: missing {sorted(wanted - present(prom))}",
         )
         yield Demo(prom, namespace, op, started)
     except BaseException:

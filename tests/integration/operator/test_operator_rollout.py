@@ -222,7 +222,7 @@ def test_a_rolling_tier_stops_when_a_lower_tier_takes_the_release_after_it(
     fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
 ) -> None:
     # A sync that reaches bulk only after standard's settle time: standard has already started.
-    docs, _, first = fleet
+    docs, op, first = fleet
     set_gate(kube_api, namespace, docs, progressDeadline="20s")
     by_name = {d["metadata"]["name"]: d for d in docs}
     faults = {"TIERGATE_FAULTS": "no-bind", "TIERGATE_ALLOW_FAULTS": "1"}
@@ -257,6 +257,12 @@ def test_a_rolling_tier_stops_when_a_lower_tier_takes_the_release_after_it(
     events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
     yielded = [e for e in events if e.involved_object.name == "standard" and e.reason == "YieldedToLowerTier"]
     assert yielded and yielded[0].type == "Warning" and "bulk" in yielded[0].message, yielded
+    counted = [
+        line
+        for line in op.metrics().splitlines()
+        if line.startswith("tiergate_operator_rollouts_yielded_total{") and f'namespace="{namespace}"' in line
+    ]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) == 1, counted
 
 
 def test_failing_sends_are_caught_by_the_prometheus_check(
