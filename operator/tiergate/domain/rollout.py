@@ -319,9 +319,8 @@ def _waiting(
 def _yield(ctx: Context, why: Blocker) -> Decision:
     """Stop rolling out because a lower tier halted or moved: back to the signed-off template."""
     signed = ctx.tier.status.signed_off_revision
-    stopped = ctx.tier.status.model_copy(
-        update={"phase": Phase.WAITING, "rollout": None, "checks": [], "current_revision": signed}
-    )
+    # _waiting sets the phase and clears the rollout; what it keeps of the stopped one goes here.
+    stopped = ctx.tier.status.model_copy(update={"checks": [], "current_revision": signed})
     decision = _waiting(ctx.with_status(stopped), why)
     note = EventNote(
         Reason.YIELDED,
