@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything tiergate's demo and tests need on a fresh Debian machine, idempotently:
 # Debian packages (Prometheus, PostgreSQL, openssl), a Python virtualenv with the package and its
-# pinned dependencies, and the local Kubernetes control plane built from the Go module proxy
-# (cached in ${TIERGATE_CACHE:-~/.cache/tiergate}, so only the first run pays for it).
+# pinned dependencies, and the local Kubernetes control plane plus helm (the chart tests run it)
+# built from the Go module proxy (cached in ${TIERGATE_CACHE:-~/.cache/tiergate}, so only the
+# first run pays for it): every tool the default test run needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,7 @@ say "installing tiergate and its pinned dependencies into .venv"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
 
-say "building the local control plane (cached after the first run)"
+say "building the local control plane and helm (cached after the first run)"
 .venv/bin/tiergate dev build
+.venv/bin/tiergate dev build --group test
 say "ready"

@@ -57,13 +57,7 @@ check_kubeadm_tags() {
 }
 
 build_all() {
-  local missing
-  missing=$(cd "$REPO" && PYTHONPATH=operator python3 -c 'from tiergate.devcluster import build; print(" ".join(build.missing_binaries(group="core") + build.missing_binaries(group="kind")))')
-  if [[ -n "$missing" ]]; then
-    log "Building Go binaries missing=$missing"
-    "$REPO/scripts/build-k8s.sh" >/dev/null
-    "$REPO/scripts/build-k8s.sh" --group kind >/dev/null
-  fi
+  ensure_go_tools
   check_kubeadm_tags
   "$REPO/scripts/kind/rootfs.sh" component
   local name tag key inputs=("$DEF/Dockerfile" "$DEF/Dockerfile.pause" "$DEF/iptables-select" "$PAUSE_VERSION")
@@ -73,7 +67,7 @@ build_all() {
   done
   key=$(stamp_key "${inputs[@]}")
   if [[ -f "$ARCHIVE" ]] && stamp_ok components "$key"; then
-    log "Component images up to date archive=$ARCHIVE"
+    up_to_date "Component images up to date archive=$ARCHIVE"
     return
   fi
   build_pause

@@ -47,10 +47,17 @@ stamp_key() {
 stamp_ok() { [[ -f "$STAMPS/$1" && "$(cat "$STAMPS/$1")" == "$2" ]]; }
 stamp_set() { printf '%s' "$2" > "$STAMPS/$1"; }
 
-# timed NAME CMD... : run CMD, record seconds and cache disk use.
+# up_to_date MESSAGE... : say so, and mark the running timed step as having built nothing
+# (its line in timings.log gets built=0, so the cold estimate does not take it for a build).
+STEP_BUILT=1
+up_to_date() { log "$@"; STEP_BUILT=0; }
+
+# timed NAME CMD... : run CMD (in this shell), record seconds, whether it built anything
+# and cache disk use. A step timed inside another one is part of the outer step's seconds.
 timed() {
   local _step="$1"; shift
   local start end
+  local STEP_BUILT=1  # dynamic scope: up_to_date in CMD marks this step, not an outer one
   start=$(date +%s)
   "$@"
   end=$(date +%s)
@@ -58,8 +65,32 @@ timed() {
   disk=$(du -sm "$KIND_CACHE" --exclude=docker 2>/dev/null | cut -f1)
   local ddisk
   ddisk=$(du -sm "$DOCKER_DIR/data" 2>/dev/null | cut -f1 || echo 0)
-  printf '%s step=%s seconds=%s cache_mb=%s docker_data_mb=%s\n' \
-    "$(date -u +%FT%TZ)" "$_step" "$((end - start))" "${disk:-0}" "${ddisk:-0}" | tee -a "$KIND_CACHE/timings.log" >&2
+  printf '%s step=%s seconds=%s built=%s cache_mb=%s docker_data_mb=%s\n' \
+    "$(date -u +%FT%TZ)" "$_step" "$((end - start))" "$STEP_BUILT" "${disk:-0}" "${ddisk:-0}" | tee -a "$KIND_CACHE/timings.log" >&2
+}
+
+# The Go binaries the kind steps need (the control plane and the kind group), built from the
+# Go module proxy when missing; each group is a timed step of its own.
+go_group_missing() {
+  (cd "$REPO" && PYTHONPATH=operator python3 -c 'import sys; from tiergate.devcluster import build; print(" ".join(build.missing_binaries(group=sys.argv[1])))' "$1")
+}
+build_go_group() {
+  local missing
+  missing=$(go_group_missing "$1")
+  if [[ -z "$missing" ]]; then STEP_BUILT=0; return; fi
+  log "Building Go binaries group=$1 missing=$missing"
+  "$REPO/scripts/build-k8s.sh" --group "$1" >/dev/null
+}
+ensure_go_tools() {
+  timed control-plane build_go_group core
+  timed kind-tools build_go_group kind
+}
+
+# A hash of the working tree's inputs of the tiergate image (the start of its stamp's key).
+tiergate_source_key() {
+  (cd "$REPO" && find operator/tiergate crds -type f \( -name '*.py' -o -name '*.yaml' -o -name '*.env' -o -name '*.typed' \) -print0 \
+    | sort -z | xargs -0 sha256sum; sha256sum pyproject.toml constraints.txt images/tiergate/Dockerfile.offline images/Dockerfile) \
+    | sha256sum | cut -c1-16
 }
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -83,7 +114,7 @@ debootstrap_image() {
   name="rootfs-$(echo "$tag" | tr '/:' '__')"
   key=$(stamp_key "$DEBIAN_SUITE" "$DEBIAN_MIRROR" "$includes" "$*")
   if image_exists "$tag" && stamp_ok "$name" "$key"; then
-    log "Image up to date image=$tag"
+    up_to_date "Image up to date image=$tag"
     return
   fi
   command -v debootstrap >/dev/null || { log "Debootstrap is missing; run scripts/kind/dockerd.sh start"; exit 1; }

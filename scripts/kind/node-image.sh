@@ -41,7 +41,7 @@ build_node() {
     "$KIND_VERSION" "$STAMPS/components" "$(docker image inspect -f '{{.Id}}' "$NODE_ROOTFS_IMAGE")" \
     "$K8S_BIN/.kubelet.stamp" "$K8S_BIN/.kubeadm.stamp" "$K8S_BIN/.kubectl.stamp" "$K8S_BIN/.crictl.stamp")
   if image_exists "$NODE_IMAGE" && stamp_ok node-image "$key"; then
-    log "Node image up to date image=$NODE_IMAGE"
+    up_to_date "Node image up to date image=$NODE_IMAGE"
     return
   fi
   local ctx="$KIND_CACHE/build/node"

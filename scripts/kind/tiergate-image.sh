@@ -14,12 +14,6 @@ ARCHIVE="$IMAGES_DIR/tiergate-dev.tar"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 [[ -x "$PYTHON" ]] || PYTHON="$(command -v python3)"
 
-source_key() {
-  (cd "$REPO" && find operator/tiergate crds -type f \( -name '*.py' -o -name '*.yaml' -o -name '*.env' -o -name '*.typed' \) -print0 \
-    | sort -z | xargs -0 sha256sum; sha256sum pyproject.toml constraints.txt images/tiergate/Dockerfile.offline images/Dockerfile) \
-    | sha256sum | cut -c1-16
-}
-
 offline_build() {
   local ctx="$KIND_CACHE/build/tiergate"
   rm -rf "$ctx"; mkdir -p "$ctx/wheels" "$WHEELS"
@@ -41,14 +35,14 @@ prometheus_image() {
 
 build() {
   local key
-  key="$(source_key)-$TIERGATE_OFFLINE"
+  key="$(tiergate_source_key)-$TIERGATE_OFFLINE"
   if [[ "$TIERGATE_OFFLINE" == 1 ]]; then
     "$REPO/scripts/kind/rootfs.sh" python prometheus
     key="$key-$(docker image inspect -f '{{.Id}}' "$PYTHON_BASE_IMAGE" "$PROMETHEUS_BASE_IMAGE" | sha256sum | cut -c1-16)"
     key="$key-$(stamp_key "$REPO/images/prometheus/Dockerfile")"
   fi
   if image_exists "$TIERGATE_IMAGE" && [[ -f "$ARCHIVE" ]] && stamp_ok tiergate-image "$key"; then
-    log "Tiergate image up to date image=$TIERGATE_IMAGE"
+    up_to_date "Tiergate image up to date image=$TIERGATE_IMAGE"
     return
   fi
   if [[ "$TIERGATE_OFFLINE" == 1 ]]; then

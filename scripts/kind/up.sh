@@ -7,13 +7,6 @@
 # version (or $KIND_NODE_IMAGE, e.g. kindest/node:v1.35.x) and its default CNI.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ensure_kind() {
-  if [[ ! -x "$K8S_BIN/kind" || ! -x "$K8S_BIN/kubectl" || ! -x "$K8S_BIN/helm" ]]; then
-    "$REPO/scripts/build-k8s.sh" >/dev/null
-    "$REPO/scripts/build-k8s.sh" --group kind >/dev/null
-  fi
-}
-
 config() {
   local image disable etcd_patch=""
   if [[ "$TIERGATE_OFFLINE" == 1 ]]; then
@@ -46,7 +39,7 @@ coredns_local_only() {
 
 up() {
   "$REPO/scripts/kind/dockerd.sh" start
-  ensure_kind
+  ensure_go_tools
   [[ "$TIERGATE_OFFLINE" == 1 ]] && "$REPO/scripts/kind/node-image.sh"
   mkdir -p "$RUN_DIR"
   config > "$RUN_DIR/cluster.yaml"

@@ -6,7 +6,8 @@ pinned module versions in ``versions.env`` into a per-version cache directory,
 so a checkout needs no downloaded release archives and no container runtime.
 A second, optional group (``--group kind``) builds what a kind cluster made
 offline needs on top: kubelet, kubeadm, kube-proxy, kind, CoreDNS, crictl
-and helm. Each tool is built from a throwaway wrapper module whose ``replace`` lines
+and helm; ``--group test`` only what the default test run needs on top (helm).
+Each tool is built from a throwaway wrapper module whose ``replace`` lines
 stand in for the upstream module's local-path replaces (Kubernetes staging
 modules, etcd sibling modules), which ``go install pkg@version`` refuses.
 """
@@ -115,7 +116,11 @@ KIND_BINARIES = (
     "helm",
 )
 
-GROUPS = {"core": BINARIES, "kind": KIND_BINARIES}
+# What the default test run needs beyond the control plane (the chart tests run helm);
+# scripts/setup.sh builds this group, the kind steps the whole kind group.
+TEST_BINARIES = ("helm",)
+
+GROUPS = {"core": BINARIES, "kind": KIND_BINARIES, "test": TEST_BINARIES}
 
 
 def missing_binaries(versions: Versions | None = None, group: str = "core") -> list[str]:
@@ -213,7 +218,8 @@ def kind_tools(v: Versions) -> list[Tool]:
 
 def group_tools(v: Versions, group: str) -> list[Tool]:
     """The tools of a named build group."""
-    return tools(v) if group == "core" else kind_tools(v)
+    every = tools(v) if group == "core" else kind_tools(v)
+    return [t for t in every if t.name in GROUPS[group]]
 
 
 _REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)(?:\s+v\S+)?\s+=>\s+(\S+)(?:\s+(v\S+))?\s*$")

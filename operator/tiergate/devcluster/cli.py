@@ -31,11 +31,17 @@ def _logging(verbose: bool = False) -> None:
 @app.command("build")
 def build_cmd(
     force: Annotated[bool, typer.Option(help="Rebuild binaries already built.")] = False,
+    group: Annotated[
+        str, typer.Option(help="core: the control plane; test: helm too for the tests; kind: the kind tools.")
+    ] = "core",
 ) -> None:
-    """Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok."""
+    """Build the control plane (etcd, API server, controllers, scheduler, kubectl, kwok) or another group."""
     _logging()
+    if group not in builder.GROUPS:
+        typer.echo(f"--group must be one of {', '.join(sorted(builder.GROUPS))}, not {group!r}", err=True)
+        raise typer.Exit(2)
     try:
-        out = builder.build(force=force)
+        out = builder.build(force=force, group=group)
     except RuntimeError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc

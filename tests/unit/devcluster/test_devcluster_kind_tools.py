@@ -32,3 +32,10 @@ def test_missing_binaries_is_per_group(monkeypatch: pytest.MonkeyPatch, tmp_path
     v = build.load_versions()
     assert build.missing_binaries(v, group="kind") == list(build.KIND_BINARIES)
     assert build.missing_binaries(v) == list(build.BINARIES)
+
+
+def test_test_group_is_helm_alone_built_like_in_the_kind_group() -> None:
+    v = build.load_versions()
+    helm = [t for t in build.kind_tools(v) if t.name == "helm"]
+    assert build.group_tools(v, "test") == helm
+    assert set(build.TEST_BINARIES) <= set(build.KIND_BINARIES)
