@@ -1,6 +1,7 @@
 """Shared pytest plugins: real servers for the integration tiers (order: a plugin after those it imports)."""
 
 pytest_plugins = [
+    "tests.plugins.tools",
     "tests.plugins.smsc",
     "tests.plugins.postgres",
     "tests.plugins.cluster",

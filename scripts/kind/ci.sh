@@ -1,42 +1,50 @@
 #!/usr/bin/env bash
 # The kind part of .ci/run: runs scripts/kind/e2e.sh when it fits in CI's 90 minutes.
-#   TIERGATE_CI_KIND=auto (default): run when every image is already built (a warm cache:
-#     about 7 minutes), or when the cold build still fits in the budget given the seconds CI
-#     has used so far ($1); otherwise say why and skip. The estimate is the slowest cold run
-#     seen (70 minutes on a loaded machine; 17 minutes on a quiet one), so CI never overruns.
+#   TIERGATE_CI_KIND=auto (default): estimate what the kind step costs on this machine now
+#     (tiergate.devcluster.kindcost: each step whose product is missing, at its seconds measured
+#     here in timings.log or build-info.json, else a default measured on a quiet machine, plus the
+#     run itself), print the parts, and run when the seconds CI has used so far ($1) plus the
+#     estimate fit in $TIERGATE_CI_BUDGET_S (85 minutes: 5 kept for the rest); else say why and skip.
 #   TIERGATE_CI_KIND=1: always run (builds what is missing).  TIERGATE_CI_KIND=0: never.
+#   TIERGATE_CI_KIND=estimate: print the estimate and the decision auto would take; run nothing.
 # Every step and its seconds land in $TIERGATE_CACHE/kind/timings.log.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 used="${1:-0}"
 mode="${TIERGATE_CI_KIND:-auto}"
-budget=$((85 * 60))
-cold_cost=$((70 * 60))
+budget="${TIERGATE_CI_BUDGET_S:-$((85 * 60))}"
 
-# Warm means: the kind tool group is built and every image step has its stamp and archive.
-# tiergate-image.sh saves the in-cluster Prometheus image into the tiergate archive, under
-# the tiergate-image stamp (there is no stamp of its own to wait for).
-warm() {
-  local f
-  for f in kind kubelet kubeadm helm; do [[ -x "$K8S_BIN/$f" ]] || return 1; done
-  for f in node-image components tiergate-image; do [[ -f "$STAMPS/$f" ]] || return 1; done
-  [[ -f "$IMAGES_DIR/k8s-components-$KUBERNETES_VERSION.tar" && -f "$IMAGES_DIR/tiergate-dev.tar" ]]
+# The estimate reads our dockerd's image list from its data root; another engine is asked.
+fits() {
+  local images=() list
+  if [[ "${DOCKER_HOST:-}" != "unix://$DOCKER_DIR/docker.sock" ]] && docker version >/dev/null 2>&1; then
+    list=$(mktemp)
+    docker images --format '{{.Repository}}:{{.Tag}}' > "$list"
+    images=(--images-file "$list")
+  fi
+  local rc=0
+  PYTHONPATH="$REPO/operator" python3 -m tiergate.devcluster.kindcost --cache "$TIERGATE_CACHE" \
+    --used "$used" --budget "$budget" --source-key "$(tiergate_source_key)" "${images[@]}" || rc=$?
+  [[ -n "${list:-}" ]] && rm -f "$list"
+  return "$rc"
 }
 
 case "$mode" in
   0) log "Kind e2e skipped reason=TIERGATE_CI_KIND=0"; exit 0 ;;
   1) ;;
+  estimate) rc=0; fits || rc=$?; (( rc == 0 || rc == 3 )) && exit 0; exit "$rc" ;;
   auto)
-    if warm; then
-      log "Kind cache is warm; running the e2e suite on kind"
-    elif (( used + cold_cost < budget )); then
-      log "Kind cache is cold; building it fits the budget used_s=$used cold_estimate_s=$cold_cost"
-    else
-      log "Kind e2e skipped reason=cold-cache used_s=$used cold_estimate_s=$cold_cost budget_s=$budget (run 'make e2e-kind' once to warm the cache, or TIERGATE_CI_KIND=1)"
+    rc=0
+    fits || rc=$?
+    if (( rc == 3 )); then
+      log "Kind e2e skipped reason=over-budget (run 'make e2e-kind' once to warm the cache, or TIERGATE_CI_KIND=1)"
       exit 0
+    elif (( rc != 0 )); then
+      log "Kind estimate failed rc=$rc"; exit "$rc"
     fi
+    log "Running the e2e suite on kind"
     ;;
-  *) log "TIERGATE_CI_KIND must be auto, 0 or 1, not '$mode'"; exit 2 ;;
+  *) log "TIERGATE_CI_KIND must be auto, estimate, 0 or 1, not '$mode'"; exit 2 ;;
 esac
 
 # Leave the machine as found: stop the Docker engine again if this run started it.

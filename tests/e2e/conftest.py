@@ -1,11 +1,24 @@
-"""The e2e suite's fixture: the fleet's ConfigMap and Secret pointing at the chart's services."""
+"""The e2e suite's fixtures: a cluster given by KUBECONFIG, a fleet's settings for the chart's services.
+
+The suite runs only when asked for (TIERGATE_E2E=1, see tests/plugins/tools.py); asked for
+without a KUBECONFIG, it follows the missing-tool rule rather than starting the local control plane.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from kubernetes import client
 from tests.e2e.helpers import SMSC_URL, STORE_URL
 from tests.plugins.operator import create_fleet_env
+from tests.plugins.tools import missing_tool
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cluster_given() -> None:
+    if not os.environ.get("KUBECONFIG"):
+        missing_tool("a cluster given by KUBECONFIG", "scripts/kind/e2e.sh")
 
 
 @pytest.fixture

@@ -23,11 +23,6 @@ STORE_URL = "sqlite:///var/lib/tiergate/store/tiergate.db"
 SMSC_URL = f"smpp://tiergate-smsc.{RELEASE_NS}.svc.cluster.local:2775"
 
 
-def e2e_enabled() -> bool:
-    """Whether the suite may run: a KUBECONFIG and TIERGATE_E2E=1."""
-    return bool(os.environ.get("KUBECONFIG")) and os.environ.get("TIERGATE_E2E") == "1"
-
-
 def kind_fleet(**gate: Any) -> list[dict[str, Any]]:
     """The example fleet with quick HTTP-only gates, its workers mounting the shared store."""
     settings = {"progressDeadline": "90s", "bake": "3s", "interval": "1s", "failureLimit": 2, **gate}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from tests.e2e.helpers import RELEASE_NS, e2e_enabled, http_in_pod, kind_fleet, pod_of, running_pods
+from tests.e2e.helpers import RELEASE_NS, http_in_pod, kind_fleet, pod_of, running_pods
 from tests.plugins.operator import (
     FLEET_TIERS,
     all_signed_off,
@@ -34,7 +34,6 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(900),
-    pytest.mark.skipif(not e2e_enabled(), reason="needs KUBECONFIG and TIERGATE_E2E=1 (scripts/kind/e2e.sh)"),
 ]
 
 TIERS = FLEET_TIERS

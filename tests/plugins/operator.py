@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import copy
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.plugins.tools import SETUP, require_tool
 from tiergate.domain.revision import revision_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +48,7 @@ def kubectl_path() -> str:
     cached = build.bin_dir() / "kubectl"
     if cached.exists():
         return str(cached)
-    found = shutil.which("kubectl")
-    if not found:
-        pytest.skip("kubectl is not available")
-    return found
+    return require_tool("kubectl", f"{SETUP} (tiergate dev build)")
 
 
 def kubectl(

@@ -22,6 +22,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.plugins.tools import SETUP, missing_tool
+
 ENV_DSN = "TIERGATE_TEST_POSTGRES_DSN"
 
 
@@ -107,7 +109,9 @@ def postgres_server() -> Iterator[str]:
         return
     bindir = _bindir()
     if bindir is None:
-        pytest.skip(f"no PostgreSQL server binaries (apt-get install postgresql) and no {ENV_DSN}")
+        missing_tool(
+            "PostgreSQL server binaries (initdb, pg_ctl)", f"{SETUP} (Debian's postgresql), or set {ENV_DSN}"
+        )
     server = _LocalServer(bindir)
     try:
         dsn = server.start()

@@ -7,7 +7,6 @@ addresses on the local control plane) every second. Tests may stop and start it 
 
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +20,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.plugins.tools import SETUP, missing_tool, require_tool
+from tiergate.drill import stack
 from tiergate.monitoring.prometheus_config import scrape_config
 
 
@@ -91,14 +92,21 @@ class PrometheusServer:
         return result
 
 
+PROMETHEUS_FROM = f"{SETUP} (Debian's prometheus package)"
+
+
 def prometheus_binary() -> str:
-    """Debian's prometheus, or skip."""
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
-    )
-    if not found:
-        pytest.skip("prometheus is not installed (apt-get install prometheus; scripts/setup.sh does it)")
-    return found
+    """Debian's prometheus (or the missing-tool rule)."""
+    try:
+        return stack.prometheus_binary()
+    except stack.StackError:
+        missing_tool("prometheus", PROMETHEUS_FROM)
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Prometheus's promtool on the arguments (or the missing-tool rule)."""
+    tool = require_tool("promtool", PROMETHEUS_FROM)
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture(scope="session")

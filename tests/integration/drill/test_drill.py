@@ -14,11 +14,12 @@ import json
 from typing import Any
 
 import pytest
+from tests.plugins.prometheus import prometheus_binary
+from tests.plugins.tools import SETUP, missing_tool
 
 from tiergate.devcluster import build
 from tiergate.drill.cli import run_drill, settings_for
 from tiergate.drill.scenario import MODES, SCENARIOS
-from tiergate.drill.stack import StackError, prometheus_binary
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -27,11 +28,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pyt
 def drill_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The report of one short drill over every scenario and mode."""
     if build.missing_binaries():
-        pytest.skip("control plane binaries missing: run `tiergate dev build`")
-    try:
-        prometheus_binary()
-    except StackError as exc:
-        pytest.skip(str(exc))
+        missing_tool(f"control plane binaries {build.missing_binaries()}", f"{SETUP} (tiergate dev build)")
+    prometheus_binary()
     out = tmp_path_factory.mktemp("drill")
     table = run_drill(list(SCENARIOS), list(MODES), settings_for(True), out, "tiergate drill --short")
     assert "| Measure |" in table

@@ -1,7 +1,8 @@
 """Running helm on charts/tiergate for the chart tests, and reading what it rendered.
 
-helm is the binary `tiergate dev build --group kind` builds from the Go module proxy into the
-control plane's cache; tests that need it skip with the command that builds it.
+helm is the binary `scripts/setup.sh` builds from the Go module proxy into the control plane's
+cache (`tiergate dev build --group test`); without it the tests follow the missing-tool rule of
+tests/plugins/tools.py (skip naming that command, fail under CI).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from tests.plugins.tools import SETUP, require_tool
 
 from tiergate.devcluster import build
 
@@ -42,11 +43,10 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def helm_path() -> Path:
-    """The cached helm binary, or skip."""
-    helm = build.bin_dir() / "helm"
-    if not helm.is_file():
-        pytest.skip("helm is not built: scripts/build-k8s.sh --group kind")
-    return helm
+    """The cached helm binary (or the missing-tool rule)."""
+    return Path(
+        require_tool("helm", f"{SETUP} (tiergate dev build --group test)", path=build.bin_dir() / "helm")
+    )
 
 
 def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.plugins.tools import require_module
 from tests.unit.gitops.sendertier_cases import Case, cases
-
-lupa = pytest.importorskip("lupa.lua51")
 
 ROOT = Path(__file__).resolve().parents[3]
 GITOPS = ROOT / "examples" / "gitops"
@@ -27,7 +26,7 @@ ARGO_STATES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Un
 
 def health(obj: dict[str, Any]) -> tuple[str, str]:
     """Run the health check on one object as Argo CD does: ``obj`` global, a table returned."""
-    runtime = lupa.LuaRuntime(unpack_returned_tuples=True)
+    runtime = require_module("lupa.lua51").LuaRuntime(unpack_returned_tuples=True)
     runtime.globals().obj = runtime.table_from(_without_nulls(obj), recursive=True)
     result = runtime.execute(LUA.read_text())
     return str(result["status"]), str(result["message"])

@@ -8,23 +8,18 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.plugins.prometheus import promtool
 from tests.unit.monitoring.exported_metrics import sample_names
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "deploy" / "prometheus" / "tiergate-alerts.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 DASHBOARD = ROOT / "deploy" / "grafana" / "tiergate-dashboard.json"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)"
-)
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
 
 
@@ -43,12 +38,6 @@ def anchors() -> set[str]:
     return {slug(m) for m in re.findall(r"^#+ (.+)$", RUNBOOK.read_text(), flags=re.M)}
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-@needs_promtool
 def test_promtool_accepts_the_rules() -> None:
     done = promtool("check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -240,7 +229,6 @@ UNIT = {
 }
 
 
-@needs_promtool
 def test_the_rollout_and_sender_alerts_fire_when_they_should(tmp_path: Path) -> None:
     rules = yaml.safe_load(RULES.read_text())
     for group in rules["groups"]:

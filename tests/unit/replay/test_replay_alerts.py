@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+from tests.plugins.prometheus import promtool
 
 RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "tiergate-alerts.yaml"
-PROMTOOL = shutil.which("promtool")
-
-pytestmark = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)"
-)
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_rules_are_valid() -> None:
-    result = run("check", "rules", str(RULES))
+    result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -112,5 +100,5 @@ def test_rules_fire_on_rising_stale_failed_and_stuck(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
     spec = tmp_path / "replay-alerts-test.yaml"
     spec.write_text(yaml.safe_dump(UNIT, sort_keys=False))
-    result = run("test", "rules", str(spec))
+    result = promtool("test", "rules", str(spec))
     assert result.returncode == 0, result.stdout + result.stderr
