@@ -35,11 +35,12 @@ export PATH="$K8S_BIN:$PATH"
 
 log() { printf '[kind] %s\n' "$*" >&2; }
 
-# stamp_key FILES... : a hash of the given inputs (file contents, or literal strings).
+# stamp_key FILES... : a hash of the given inputs (file contents, or literal strings); not of
+# the files' paths, so a cache copied elsewhere or used from another checkout stays valid.
 stamp_key() {
   local item
   for item in "$@"; do
-    if [[ -f "$item" ]]; then sha256sum "$item"; else printf '%s\n' "$item"; fi
+    if [[ -f "$item" ]]; then sha256sum < "$item"; else printf '%s\n' "$item"; fi
   done | sha256sum | cut -c1-16
 }
 
