@@ -22,9 +22,11 @@ from pathlib import Path
 
 from tiergate.devcluster import build
 
-# Seconds of each step from cold on a quiet 2-core VM, after setup (Go module cache filled).
-# Go tools: the cold quiet run before this estimate existed (helm, CoreDNS, crictl) and the
-# README's empty-cache control plane build; debootstrap bases 36-59 s each.
+# Seconds of each step from cold on a quiet 2-core VM, after setup (Go module and build caches
+# filled by it): helm, CoreDNS, crictl, the bases (36-59 s each), images and run from such a run;
+# the control plane from the README's empty-cache build. kubelet, kubeadm, kube-proxy and kind
+# have no quiet figure yet: theirs were measured right after setup at load average 8-15, so they
+# err long.
 DEFAULT_SECONDS: dict[str, int] = {
     "etcd": 76,
     "kwok": 120,
@@ -32,10 +34,10 @@ DEFAULT_SECONDS: dict[str, int] = {
     "kube-controller-manager": 118,
     "kube-scheduler": 11,
     "kubectl": 63,
-    "kubelet": 60,
-    "kubeadm": 30,
-    "kube-proxy": 25,
-    "kind": 30,
+    "kubelet": 110,
+    "kubeadm": 60,
+    "kube-proxy": 42,
+    "kind": 34,
     "coredns": 162,
     "crictl": 57,
     "helm": 116,
