@@ -364,6 +364,7 @@ def example_fleet(checks: str = "http", gate: dict[str, Any] | None = None) -> l
             hg["checks"] = [c for c in hg["checks"] if "http" in c]
         elif checks == "none":
             hg["checks"] = []
+            hg["readinessOnly"] = True
     return docs
 
 

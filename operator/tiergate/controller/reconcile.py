@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from tiergate.api.durations import parse_duration
-from tiergate.api.v1alpha1 import Phase, ReplayJobStatus, SenderTier, SenderTierStatus
+from tiergate.api.v1alpha1 import HistoryEntry, Phase, ReplayJobStatus, SenderTier, SenderTierStatus
 from tiergate.clients.kube import Kube
 from tiergate.clients.probe import probe_all
 from tiergate.clients.prometheus import Prometheus
@@ -54,6 +55,7 @@ ANNOTATION_PAUSED = f"{PREFIX}/paused"
 ANNOTATION_RETRY = f"{PREFIX}/retry"
 ANNOTATION_PROMOTE = f"{PREFIX}/promote"
 ANNOTATION_ABORT = f"{PREFIX}/abort"
+ANNOTATION_UNTESTED_RELEASE = f"{PREFIX}/untested-release"
 REVISION_HISTORY = 10
 
 
@@ -83,6 +85,7 @@ def requests_from(annotations: Mapping[str, str]) -> Requests:
         retry=annotations.get(ANNOTATION_RETRY) or None,
         promote=annotations.get(ANNOTATION_PROMOTE) or None,
         abort=annotations.get(ANNOTATION_ABORT) or None,
+        untested_release=annotations.get(ANNOTATION_UNTESTED_RELEASE) or None,
     )
 
 
@@ -92,14 +95,31 @@ def peer_from(body: Mapping[str, Any]) -> Peer:
     status = body.get("status", {}) or {}
     annotations = body.get("metadata", {}).get("annotations", {}) or {}
     phase = status.get("phase")
+    revision = revision_of(spec.get("template", {}))
+    halt = status.get("halt") or {}
+    history = tuple(_history(status.get("history")))
     return Peer(
         name=body["metadata"]["name"],
         order=int(spec.get("order", 0)),
-        spec_revision=revision_of(spec.get("template", {})),
+        spec_revision=revision,
         signed_off_revision=status.get("signedOffRevision"),
         phase=Phase(phase) if isinstance(phase, str) and phase in Phase._value2member_map_ else None,
         paused=requests_from(annotations).paused,
+        release=str(spec.get("release") or revision),
+        history=history,
+        halt_release=halt.get("release") if halt and not halt.get("haltedBy") else None,
     )
+
+
+def _history(raw: Any) -> list[HistoryEntry]:
+    """A peer's history as far as it parses; an entry a newer operator wrote oddly is skipped."""
+    out = []
+    for item in raw if isinstance(raw, list) else []:
+        try:
+            out.append(HistoryEntry.model_validate(item))
+        except ValidationError:
+            continue
+    return out
 
 
 def deployment_view(body: Mapping[str, Any]) -> DeploymentView:

@@ -29,7 +29,7 @@ NEW = {"spec": {"containers": [{"name": "w", "image": "tiergate:2"}]}}
 R_OLD, R_NEW = revision_of(OLD), revision_of(NEW)
 
 
-GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2}
+GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2, "readinessOnly": True}
 
 
 def tier(
@@ -50,7 +50,7 @@ def tier(
                 "template": template,
                 "onFailure": on_failure,
                 # No settle time unless a test asks for it: settle has tests of its own below.
-                "healthGate": {"settle": "0s", **(gate or GATE)},
+                "healthGate": {"settle": "0s", "readinessOnly": True, **(gate or GATE)},
             },
             "status": status or {},
         }
@@ -150,7 +150,7 @@ HIGHER_MOVING = Peer("priority", 2, R_NEW, R_OLD, Phase.WAITING)
     ],
 )
 def test_blocker(peers: tuple[Peer, ...], paused: bool, blocked_by: str | None) -> None:
-    b = blocker("standard", 1, peers, paused)
+    b = blocker("standard", 1, peers, paused, R_NEW)
     if blocked_by is None and not paused:
         assert b is None
     elif paused:
@@ -179,7 +179,7 @@ def test_idle_transitions(
     assert d.deployment.source is source
     if phase is Phase.WAITING:
         assert d.status.waiting_for == "bulk"
-        assert d.events and d.events[0].reason.value == "TierWaiting"
+        assert d.events and d.events[0].reason.value in ("TierWaiting", "ReleaseNotSignedOffBelow")
     if phase is Phase.PROGRESSING:
         assert d.status.rollout is not None and d.status.rollout.started_at == T0
         assert d.deployment.revision == R_NEW
@@ -511,8 +511,8 @@ def test_a_new_spec_restarts_the_settle_time() -> None:
     [
         ("Progressing", LOWER_HALTED, "is halted"),
         ("Baking", LOWER_HALTED, "is halted"),
-        ("Progressing", LOWER_MOVING, "is not signed off yet"),
-        ("Baking", LOWER_MOVING, "is not signed off yet"),
+        ("Progressing", LOWER_MOVING, f"has not signed off release {R_NEW} yet"),
+        ("Baking", LOWER_MOVING, f"has not signed off release {R_NEW} yet"),
     ],
 )
 def test_a_rolling_tier_stops_when_a_lower_tier_halts_or_moves(phase: str, peer: Peer, why: str) -> None:
