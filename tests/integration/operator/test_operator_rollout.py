@@ -6,12 +6,10 @@ store to the test SMSC, so the health stack judges what the workers really did.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -22,16 +20,19 @@ import pytest
 from kubernetes import client
 from tests.plugins.operator import (
     FLEET_TIERS,
+    DeploymentSampler,
     OperatorProcess,
     Traffic,
     all_signed_off,
     create_tiers,
-    example_fleet,
+    gated_fleet,
     get_tier,
     patch_tier,
     phases,
-    quick_checks,
     release,
+    replica_set_revisions,
+    serving,
+    set_gate,
     wait_for,
 )
 from tests.plugins.prometheus import PrometheusServer
@@ -41,76 +42,7 @@ from tiergate.domain.revision import revision_of
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(900)]
 
 TIERS = FLEET_TIERS
-WINDOW = "15s"
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
-
-
-def gated_fleet(**gate: Any) -> list[dict[str, Any]]:
-    """The example fleet with a quick, complete health stack."""
-    checks = [
-        *quick_checks(WINDOW),
-        {"name": "discards", "discardBudget": {"max": 1000}},
-    ]
-    settings = {"progressDeadline": "30s", "bake": "4s", "interval": "1s", "failureLimit": 2, **gate}
-    docs = example_fleet(gate=settings)
-    for doc in docs:
-        doc["spec"]["healthGate"]["checks"] = copy.deepcopy(checks)
-    return docs
-
-
-class DeploymentSampler:
-    """Records, every 100 ms, which revision each tier's Deployment template holds."""
-
-    def __init__(self, kube_api: client.ApiClient, namespace: str) -> None:
-        self.apps = client.AppsV1Api(kube_api)
-        self.namespace = namespace
-        self.samples: list[tuple[float, dict[str, str | None]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            deps = self.apps.list_namespaced_deployment(self.namespace).items
-            current = {
-                d.metadata.name: d.spec.template.metadata.labels.get("tiergate.io/revision") for d in deps
-            }
-            self.samples.append((time.monotonic(), current))
-            time.sleep(0.1)
-
-    def __enter__(self) -> DeploymentSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def ever_ran(self, tier: str, revision: str) -> bool:
-        """Whether the tier's Deployment ever held that revision."""
-        return any(s.get(tier) == revision for _, s in self.samples)
-
-
-def serving(kube_api: client.ApiClient, namespace: str, tier: str, revision: str) -> bool:
-    """True when the tier's Deployment holds ``revision`` and all its replicas are Ready."""
-    dep = client.AppsV1Api(kube_api).read_namespaced_deployment(tier, namespace)
-    held = dep.spec.template.metadata.labels.get("tiergate.io/revision")
-    return bool(held == revision and (dep.status.ready_replicas or 0) == dep.spec.replicas)
-
-
-def set_gate(kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **gate: str) -> None:
-    """Change the health gate of every tier (a spec change that is not a new revision)."""
-    for doc in docs:
-        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"healthGate": gate}})
-
-
-def replica_set_revisions(kube_api: client.ApiClient, namespace: str, tier: str) -> set[str]:
-    """Every revision a tier's Deployment was ever given, from its ReplicaSets' labels."""
-    sets = (
-        client.AppsV1Api(kube_api)
-        .list_namespaced_replica_set(namespace, label_selector=f"tiergate.io/tier={tier}")
-        .items
-    )
-    return {rs.metadata.labels.get("tiergate.io/revision") for rs in sets}
 
 
 @pytest.fixture
