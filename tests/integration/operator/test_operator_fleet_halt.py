@@ -209,7 +209,7 @@ def test_a_failure_only_priority_traffic_shows_halts_priority_and_the_policy_dec
     docs, _, first = watched_fleet
     for doc in docs:
         name = doc["metadata"]["name"]
-        patch = {"spec": {"onFleetHalt": policy, "healthGate": {"progressDeadline": "12s"}}}
+        patch = {"spec": {"onFleetHalt": policy}}
         client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
             "tiergate.io", "v1alpha1", namespace, "sendertiers", name, patch
         )
