@@ -84,7 +84,7 @@ def tier_changed(
     """
     runtime: Runtime = memo["runtime"]
     runtime.poke(namespace, name)
-    peers = fleet_index.get((namespace, str(spec.get("fleet", ""))), [])
+    peers: list[Peer] = list(fleet_index.get((namespace, str(spec.get("fleet", ""))), []))
     for peer in sorted(peers, key=lambda p: (-p.order, p.name)):
         runtime.poke(namespace, peer.name)
 
