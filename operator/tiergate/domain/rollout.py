@@ -32,7 +32,8 @@ from tiergate.api.v1alpha1 import (
 )
 from tiergate.domain import conditions as cond
 from tiergate.domain import release as rel
-from tiergate.domain.checks import Observation, Result, verdict
+from tiergate.domain.checks import Observation, Result, judge_pods, verdict
+from tiergate.domain.evaluation import CheckEnv
 from tiergate.domain.reasons import Reason
 
 TICK_SECONDS = 5.0
@@ -363,6 +364,29 @@ def evaluation_due(ctx: Context) -> bool:
         return True
     interval = parse_duration(ctx.tier.spec.health_gate.interval)
     return (ctx.now - rollout.last_evaluated_at).total_seconds() >= interval
+
+
+def check_env(ctx: Context, namespace: str) -> CheckEnv:
+    """What this tier's checks may name; the baseline is every other tier still off its new spec."""
+    tier = ctx.tier
+    started = tier.status.rollout.started_at if tier.status.rollout else None
+    name = tier.metadata.name
+    return CheckEnv(
+        tier=name,
+        revision=ctx.spec_revision,
+        fleet=tier.spec.fleet,
+        namespace=namespace,
+        traffic_class=tier.spec.traffic_class,
+        elapsed_seconds=(ctx.now - started).total_seconds() if started else 0.0,
+        baseline_tiers=tuple(
+            p.name for p in ctx.peers if p.name != name and p.spec_revision != p.signed_off_revision
+        ),
+    )
+
+
+def pods_observation(ctx: Context) -> Observation:
+    """The implicit first check of every evaluation: this revision's pods are all Ready."""
+    return judge_pods(ctx.deployment.new_ready(ctx.spec_revision), ctx.tier.spec.replicas)
 
 
 def decide(ctx: Context) -> Decision:
@@ -1004,6 +1028,22 @@ def _during(ctx: Context) -> During:
     return During.WATCH if watching(ctx) else During.SIGNED_OFF
 
 
+def invalid_spec(status: SenderTierStatus, problem: str, generation: int, now: datetime) -> SenderTierStatus:
+    """The status of a tier whose spec the operator cannot use: phase kept, ``InvalidSpec`` True.
+
+    Nothing else moves: the Deployment is left as it is until the spec is fixed.
+    """
+    message = f"Invalid spec: {problem}"
+    conds = tuple(status.conditions)
+    reason = Reason.INVALID_SPEC
+    conds = cond.set_condition(conds, cond.INVALID_SPEC, "True", reason, message, generation, now)
+    conds = cond.set_condition(conds, cond.STALLED, "True", reason, message, generation, now)
+    conds = cond.set_condition(conds, cond.RECONCILING, "False", reason, message, generation, now)
+    return status.model_copy(
+        update={"message": message, "observed_generation": generation, "conditions": list(conds)}
+    )
+
+
 # Helpers.
 
 
@@ -1057,6 +1097,7 @@ def _conditions(
     conds = cond.set_condition(conds, cond.HALTED, _tf(halted), reason, msg, gen, now)
     watch_reason = Reason.WATCHING if watching else reason
     conds = cond.set_condition(conds, cond.WATCHING, _tf(watching), watch_reason, msg, gen, now)
+    conds = tuple(c for c in conds if c.type != cond.INVALID_SPEC)
     return status.model_copy(update={"conditions": list(conds)})
 
 
