@@ -187,6 +187,10 @@ def _smsc() -> tuple[int, subprocess.Popen[bytes]]:
     return port, proc
 
 
+def _store_and_upstream(db: Path, smsc_port: int) -> dict[str, str]:
+    return {"TIERGATE_STORE_URL": f"sqlite://{db}", "TIERGATE_UPSTREAM_URL": f"smpp://127.0.0.1:{smsc_port}"}
+
+
 def time_to_halt(api: client.ApiClient, kubeconfig: Path, workdir: Path, runs: int) -> dict[str, Any]:
     """Median time from a bad revision to halt and to rolled back, against the configured floor."""
     custom = client.CustomObjectsApi(api)
@@ -197,10 +201,7 @@ def time_to_halt(api: client.ApiClient, kubeconfig: Path, workdir: Path, runs: i
     results: dict[str, list[dict[str, float]]] = {"never-ready": [], "failing-check": []}
     try:
         time.sleep(2)
-        base_env = {
-            "TIERGATE_STORE_URL": f"sqlite://{workdir / 'halt.db'}",
-            "TIERGATE_UPSTREAM_URL": f"smpp://127.0.0.1:{smsc_port}",
-        }
+        base_env = _store_and_upstream(workdir / "halt.db", smsc_port)
         scenarios = {
             "never-ready": (
                 {
@@ -423,10 +424,7 @@ def late_failure(
     rows: list[dict[str, Any]] = []
     try:
         time.sleep(2)
-        base_env = {
-            "TIERGATE_STORE_URL": f"sqlite://{workdir / 'late.db'}",
-            "TIERGATE_UPSTREAM_URL": f"smpp://127.0.0.1:{smsc_port}",
-        }
+        base_env = _store_and_upstream(workdir / "late.db", smsc_port)
         bad_env = {
             "TIERGATE_FAULTS": f"no-bind,fail-after={fail_after},fail-class=bulk",
             "TIERGATE_ALLOW_FAULTS": "1",

@@ -63,6 +63,11 @@ def _entry(status: dict[str, Any], revision: str) -> dict[str, Any]:
     return dict(runs[-1])
 
 
+def _signed_off(status: dict[str, Any], revision: str) -> bool:
+    """Whether the tier's history has ``revision`` signed off (a wait's condition: no entry yet is False)."""
+    return any(e["revision"] == revision and e.get("signedOffAt") for e in status.get("history", []))
+
+
 def _events(kube_api: client.ApiClient, namespace: str, reason: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for e in client.CoreV1Api(kube_api).list_namespaced_event(namespace).items:
@@ -95,7 +100,7 @@ def watched_fleet(
         create_tiers(kube_api, namespace, docs)
         first = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in docs}
         wait_for(
-            lambda: all_signed_off(kube_api, namespace, first), timeout=240, what="first release signed off"
+            lambda: all_signed_off(kube_api, namespace, first), timeout=300, what="first release signed off"
         )
         yield docs, op, first
 
@@ -122,13 +127,7 @@ def test_a_late_failure_halts_in_the_watch_and_every_tier_on_the_release_goes_ba
         bad = release(kube_api, namespace, docs, TIERGATE_FAULTS=fault, **FAULTS)
         R = bad["bulk"]
         wait_for(
-            lambda: (
-                all(
-                    _entry(_status(kube_api, namespace, t), bad[t]).get("signedOffAt")
-                    for t in ("bulk", "standard")
-                )
-                or None
-            ),
+            lambda: all(_signed_off(_status(kube_api, namespace, t), bad[t]) for t in ("bulk", "standard")),
             timeout=LATE_AFTER + 30,
             what="the release signed off on bulk and standard before it fails",
         )
