@@ -445,7 +445,7 @@ def late_failure(
                     for t in FLEET
                 )
 
-            _wait(at, 180, "first release signed off")
+            _wait(lambda good=good: at(good), 180, "first release signed off")
             sampler = DeploymentTimes(apps, ns)
             try:
                 applied = time.time()
