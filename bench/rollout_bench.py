@@ -22,6 +22,7 @@ Run: ``.venv/bin/python bench/rollout_bench.py [--runs 5] [--tiers 500] [--late-
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -359,7 +360,9 @@ class DeploymentTimes:
 
 
 def _ready_updated(d: Any) -> int:
-    """Ready replicas, counted only once every replica runs the current template."""
+    """Ready replicas, once the status is of the current spec and every replica is updated."""
+    if (d.status.observed_generation or 0) < (d.metadata.generation or 0):
+        return 0
     if (d.status.updated_replicas or 0) < (d.spec.replicas or 0):
         return 0
     return int(d.status.ready_replicas or 0)
@@ -476,7 +479,7 @@ def late_failure(
             ready = {t: sampler.back(t, bad, good, ready=True) for t in FLEET}
             back_all = max(v for v in reverted.values() if v is not None)
             ordered = sorted((t for t in FLEET if reverted[t] is not None), key=lambda t: reverted[t] or 0.0)
-            fleet_rolled = [t for t in ordered if t != "bulk"]
+            fleet_rolled = [reverted[t] for t in reversed(FLEET[1:])]
             rows.append(
                 {
                     "onset_after_apply_s": round(onset - applied, 2),
@@ -497,8 +500,10 @@ def late_failure(
                         for t in ordered
                         for r in (ready[t],)
                     ],
-                    "fleet_rollback_highest_first": fleet_rolled
-                    == sorted(fleet_rolled, key=FLEET.index, reverse=True),
+                    "fleet_rollback_highest_first": all(
+                        a is not None and b is not None and a <= b
+                        for a, b in itertools.pairwise(fleet_rolled)
+                    ),
                 }
             )
             core.delete_namespace(ns)
