@@ -566,6 +566,46 @@ class RolloutStatus(_Status):
         description="Failing evaluations of the stack in a row.",
     )
 
+    def became_ready(self, now: datetime) -> RolloutStatus:
+        """This rollout with every pod Ready at ``now``; the bake starts on the next pass."""
+        return self.model_copy(update={"ready_at": now, "bake_since": None})
+
+    def promoted(self, who: str) -> RolloutStatus:
+        """This rollout, its bake skipped on request of ``who``."""
+        return self.model_copy(update={"promoted_by": who})
+
+    def passed(self, now: datetime) -> RolloutStatus:
+        """This rollout after a passing evaluation: the unbroken run of passes goes on (or starts)."""
+        return self.model_copy(
+            update={
+                "last_evaluated_at": now,
+                "consecutive_failures": 0,
+                "first_inconclusive_at": None,
+                "bake_since": self.bake_since or now,
+            }
+        )
+
+    def failed(self, now: datetime) -> RolloutStatus:
+        """This rollout after a failing evaluation: one more failure in a row, the bake restarts."""
+        return self.model_copy(
+            update={
+                "last_evaluated_at": now,
+                "consecutive_failures": self.consecutive_failures + 1,
+                "first_inconclusive_at": None,
+                "bake_since": None,
+            }
+        )
+
+    def inconclusive(self, now: datetime) -> RolloutStatus:
+        """This rollout after an inconclusive evaluation: never a pass, the inconclusive run goes on."""
+        return self.model_copy(
+            update={
+                "last_evaluated_at": now,
+                "first_inconclusive_at": self.first_inconclusive_at or now,
+                "bake_since": None,
+            }
+        )
+
     def signed_off(self, now: datetime, watch_seconds: float) -> RolloutStatus:
         """This rollout signed off at ``now``, its watch (if any) running from then on."""
         until = now + timedelta(seconds=watch_seconds) if watch_seconds > 0 else None
@@ -684,6 +724,79 @@ class SenderTierStatus(_Status):
     conditions: list[Condition] = Field(
         default_factory=list, description="Standard conditions: Ready, Reconciling, Stalled, ..."
     )
+
+    def with_rollout(
+        self, rollout: RolloutStatus | None, checks: list[CheckStatus] | None = None
+    ) -> SenderTierStatus:
+        """This status with the rollout (and, when given, the per-check results) replaced."""
+        if checks is None:
+            return self.model_copy(update={"rollout": rollout})
+        return self.model_copy(update={"rollout": rollout, "checks": checks})
+
+    def with_history(self, history: list[HistoryEntry]) -> SenderTierStatus:
+        """This status with its history replaced."""
+        return self.model_copy(update={"history": history})
+
+    def with_conditions(self, conditions: list[Condition]) -> SenderTierStatus:
+        """This status with its conditions replaced."""
+        return self.model_copy(update={"conditions": conditions})
+
+    def with_replay_job(self, job: ReplayJobStatus) -> SenderTierStatus:
+        """This status with the automatic replay job recorded."""
+        return self.model_copy(update={"replay_job": job})
+
+    def handled(self, kind: str, token: str) -> SenderTierStatus:
+        """This status with the on-call request ``kind`` marked as acted on."""
+        return self.model_copy(update={"handled_requests": {**self.handled_requests, kind: token}})
+
+    def seen(self, now: datetime) -> SenderTierStatus:
+        """This status with its spec's revision first seen at ``now``."""
+        return self.model_copy(update={"revision_seen_at": now})
+
+    def overridden(self, override: UntestedRelease) -> SenderTierStatus:
+        """This status with an on-call override of the release gate recorded."""
+        return self.model_copy(update={"untested_release": override})
+
+    def waiting(self, for_tier: str | None) -> SenderTierStatus:
+        """This status holding its signed-off template, waiting for ``for_tier``: no rollout, no halt."""
+        return self.model_copy(update={"waiting_for": for_tier, "rollout": None, "halt": None})
+
+    def rolling(
+        self, rollout: RolloutStatus, checks: list[CheckStatus], history: list[HistoryEntry]
+    ) -> SenderTierStatus:
+        """This status with a new rollout started: the Deployment gets its revision now."""
+        return self.model_copy(
+            update={
+                "rollout": rollout,
+                "checks": checks,
+                "halt": None,
+                "waiting_for": None,
+                "current_revision": rollout.revision,
+                "history": history,
+            }
+        )
+
+    def stopped(self, back_on: str | None) -> SenderTierStatus:
+        """This status with its rollout stopped and the Deployment back on ``back_on``."""
+        return self.model_copy(update={"checks": [], "current_revision": back_on})
+
+    def cleared(self) -> SenderTierStatus:
+        """This status back at the gate: no rollout, no halt, no check results."""
+        return self.model_copy(update={"phase": Phase.WAITING, "halt": None, "rollout": None, "checks": []})
+
+    def moved(
+        self, phase: Phase, message: str, revision: str, release: str, generation: int
+    ) -> SenderTierStatus:
+        """This status in ``phase``, describing the spec's ``revision`` at ``generation``."""
+        return self.model_copy(
+            update={
+                "phase": phase,
+                "message": message,
+                "revision": revision,
+                "release": release,
+                "observed_generation": generation,
+            }
+        )
 
 
 class ObjectMeta(_Status):

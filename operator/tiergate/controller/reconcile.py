@@ -372,7 +372,7 @@ async def _replay(runtime: Runtime, tier: SenderTier, decision: Decision, now: d
             )
             return replace(
                 decision,
-                status=status.model_copy(update={"replay_job": record}),
+                status=status.with_replay_job(record),
                 events=(*decision.events, note),
             )
         assert decision.refresh_replay is not None
@@ -395,7 +395,7 @@ async def _replay(runtime: Runtime, tier: SenderTier, decision: Decision, now: d
             "skipped": counters.get("skipped"),
         }
     )
-    return replace(decision, status=status.model_copy(update={"replay_job": record}))
+    return replace(decision, status=status.with_replay_job(record))
 
 
 def _record(tier: SenderTier, decision: Decision, now: datetime) -> None:

@@ -450,9 +450,8 @@ def _idle(ctx: Context) -> Decision:
 def _untested(ctx: Context) -> Context:
     """Record an on-call override: this tier may take its spec's release untested below."""
     who = ctx.requests.untested_release or ""
-    status = _mark_handled(ctx, ctx.tier.status, "untested_release").model_copy(
-        update={"untested_release": UntestedRelease(release=ctx.spec_release, by=who, at=ctx.now)}
-    )
+    override = UntestedRelease(release=ctx.spec_release, by=who, at=ctx.now)
+    status = _mark_handled(ctx, ctx.tier.status, "untested_release").overridden(override)
     return ctx.with_status(status)
 
 
@@ -467,9 +466,7 @@ def _waiting(
     events: tuple[EventNote, ...] = ()
     if status.phase is not Phase.WAITING or status.message != message:
         events = (EventNote(reason, f"Release {ctx.spec_release} waits: {why.why}"),)
-    new = _base(ctx, Phase.WAITING, message).model_copy(
-        update={"waiting_for": why.tier, "rollout": None, "halt": None}
-    )
+    new = _base(ctx, Phase.WAITING, message).waiting(why.tier)
     new = _conditions(ctx, new, ready=False, reason=reason, reconciling=True)
     return Decision(status=new, deployment=_hold(ctx), events=events, requeue_after=requeue_after)
 
@@ -478,7 +475,7 @@ def _yield(ctx: Context, why: Blocker) -> Decision:
     """Stop rolling out because a lower tier halted or moved: back to the signed-off template."""
     signed = ctx.tier.status.signed_off_revision
     # _waiting sets the phase and clears the rollout; what it keeps of the stopped one goes here.
-    stopped = ctx.tier.status.model_copy(update={"checks": [], "current_revision": signed})
+    stopped = ctx.tier.status.stopped(signed)
     decision = _waiting(ctx.with_status(stopped), why)
     note = EventNote(
         Reason.YIELDED,
@@ -494,15 +491,9 @@ def _start(ctx: Context, reason: Reason, message: str) -> Decision:
     rollout = RolloutStatus(revision=rev, startedAt=ctx.now)
     checks = [CheckStatus(name=c.name) for c in ctx.tier.spec.health_gate.checks]
     status = ctx.tier.status
-    new = _base(ctx, Phase.PROGRESSING, f"Progressing: rolling out release {ctx.spec_release}").model_copy(
-        update={
-            "rollout": rollout,
-            "checks": checks,
-            "halt": None,
-            "waiting_for": None,
-            "current_revision": rev,
-            "history": rel.started(status.history, ctx.spec_release, rev, ctx.now),
-        }
+    history = rel.started(status.history, ctx.spec_release, rev, ctx.now)
+    new = _base(ctx, Phase.PROGRESSING, f"Progressing: rolling out release {ctx.spec_release}").rolling(
+        rollout, checks, history
     )
     new = _conditions(ctx, new, ready=False, reason=reason, reconciling=True)
     return Decision(
@@ -539,9 +530,8 @@ def _progressing(ctx: Context) -> Decision:
     wanted = ctx.tier.spec.replicas
     started = rollout.started_at or ctx.now
     if ctx.deployment.rolled_out(rev, wanted):
-        rollout = rollout.model_copy(update={"ready_at": ctx.now, "bake_since": None})
-        new = _base(ctx, Phase.BAKING, f"Baking: revision {rev} Ready, checks running").model_copy(
-            update={"rollout": rollout}
+        new = _base(ctx, Phase.BAKING, f"Baking: revision {rev} Ready, checks running").with_rollout(
+            rollout.became_ready(ctx.now)
         )
         new = _conditions(ctx, new, ready=False, reason=Reason.TIER_BAKING, reconciling=True)
         return Decision(
@@ -583,10 +573,9 @@ def _baking(ctx: Context) -> Decision:
     rev = ctx.spec_revision
     if _new_request(ctx, "promote"):
         who = ctx.requests.promote or ""
-        promoted = rollout.model_copy(update={"promoted_by": who})
         return _sign_off(
             ctx,
-            status.model_copy(update={"rollout": promoted}),
+            status.with_rollout(rollout.promoted(who)),
             EventNote(Reason.PROMOTED, f"Revision {rev} promoted by {who}; rest of bake skipped"),
             handled="promote",
         )
@@ -625,29 +614,16 @@ def _judge(ctx: Context, observations: Sequence[Observation]) -> Decision:
                     warning=True,
                 )
             )
-    update: dict[str, object] = {"last_evaluated_at": ctx.now}
     match result:
         case Result.PASS:
-            update |= {
-                "consecutive_failures": 0,
-                "first_inconclusive_at": None,
-                "bake_since": rollout.bake_since or ctx.now,
-            }
+            rollout = rollout.passed(ctx.now)
         case Result.FAIL:
-            update |= {
-                "consecutive_failures": rollout.consecutive_failures + 1,
-                "first_inconclusive_at": None,
-                "bake_since": None,
-            }
+            rollout = rollout.failed(ctx.now)
         case Result.INCONCLUSIVE:
-            update |= {
-                "first_inconclusive_at": rollout.first_inconclusive_at or ctx.now,
-                "bake_since": None,
-            }
+            rollout = rollout.inconclusive(ctx.now)
         case _:
             assert_never(result)
-    rollout = rollout.model_copy(update=update)
-    status = status.model_copy(update={"rollout": rollout, "checks": checks})
+    status = status.with_rollout(rollout, checks)
     interval = parse_duration(gate.interval)
     halt_reason = Reason.WATCH_FAILED if in_watch else Reason.TIER_HALTED
     if result is Result.FAIL and rollout.consecutive_failures >= gate.failure_limit:
@@ -755,9 +731,7 @@ def _watch(ctx: Context) -> Decision:
     )
     if not ended:
         return _signed_off(ctx, status, events=())
-    passed = status.model_copy(
-        update={"history": rel.marked(status.history, rev, lambda e: e.watch_passed(ctx.now))}
-    )
+    passed = status.with_history(rel.marked(status.history, rev, lambda e: e.watch_passed(ctx.now)))
     gate = ctx.tier.spec.health_gate
     note = EventNote(
         Reason.WATCH_PASSED, f"Release {ctx.spec_release} passed its {gate.watch} watch after sign-off"
@@ -831,7 +805,7 @@ def _signed_off(
 
 def _superseded(ctx: Context) -> Decision:
     """The spec moved on while an older revision was rolling out: start over from the gate."""
-    status = ctx.tier.status.model_copy(update={"phase": Phase.WAITING, "rollout": None, "checks": []})
+    status = ctx.tier.status.cleared()
     return _idle(ctx.with_status(status))
 
 
@@ -840,8 +814,7 @@ def _halted(ctx: Context) -> Decision:
     halt = status.halt
     rev = ctx.spec_revision
     if halt is None or halt.revision != rev:
-        cleared = status.model_copy(update={"phase": Phase.WAITING, "halt": None, "rollout": None})
-        return _idle(ctx.with_status(cleared))
+        return _idle(ctx.with_status(status.cleared()))
     if _new_request(ctx, "retry"):
         why = blocker(
             ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers, ctx.requests.paused, _gate_release(ctx)
@@ -1052,7 +1025,7 @@ def _seen(ctx: Context) -> Context:
     status = ctx.tier.status
     if status.revision == ctx.spec_revision and status.revision_seen_at is not None:
         return ctx
-    return ctx.with_status(status.model_copy(update={"revision_seen_at": ctx.now}))
+    return ctx.with_status(status.seen(ctx.now))
 
 
 def _hold(ctx: Context) -> DeploymentIntent:
@@ -1064,14 +1037,8 @@ def _hold(ctx: Context) -> DeploymentIntent:
 
 
 def _base(ctx: Context, phase: Phase, message: str) -> SenderTierStatus:
-    return ctx.tier.status.model_copy(
-        update={
-            "phase": phase,
-            "message": message,
-            "revision": ctx.spec_revision,
-            "release": ctx.spec_release,
-            "observed_generation": ctx.tier.metadata.generation,
-        }
+    return ctx.tier.status.moved(
+        phase, message, ctx.spec_revision, ctx.spec_release, ctx.tier.metadata.generation
     )
 
 
@@ -1098,7 +1065,7 @@ def _conditions(
     watch_reason = Reason.WATCHING if watching else reason
     conds = cond.set_condition(conds, cond.WATCHING, _tf(watching), watch_reason, msg, gen, now)
     conds = tuple(c for c in conds if c.type != cond.INVALID_SPEC)
-    return status.model_copy(update={"conditions": list(conds)})
+    return status.with_conditions(list(conds))
 
 
 def _tf(value: bool) -> cond.ConditionStatus:
@@ -1137,7 +1104,7 @@ def _new_request(ctx: Context, kind: str) -> bool:
 
 def _mark_handled(ctx: Context, status: SenderTierStatus, kind: str) -> SenderTierStatus:
     token = getattr(ctx.requests, kind) or ""
-    return status.model_copy(update={"handled_requests": {**status.handled_requests, kind: token}})
+    return status.handled(kind, token)
 
 
 def _aborted(ctx: Context) -> Observation:

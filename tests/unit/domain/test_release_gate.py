@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.unit.domain.rollout_cases import NEW, R_NEW, R_OLD, T0, ctx, ready, step
 
 from tiergate.api.v1alpha1 import During, HistoryEntry, Phase, SenderTier
 from tiergate.domain import release as rel
 from tiergate.domain.checks import Observation, Result
-from tiergate.domain.revision import revision_of
 from tiergate.domain.rollout import (
     Context,
-    Decision,
-    DeploymentView,
     Peer,
     Requests,
     Source,
@@ -23,10 +21,6 @@ from tiergate.domain.rollout import (
     evaluation_due,
 )
 
-T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
-OLD = {"spec": {"containers": [{"name": "w", "image": "tiergate:1"}]}}
-NEW = {"spec": {"containers": [{"name": "w", "image": "tiergate:2"}]}}
-R_OLD, R_NEW = revision_of(OLD), revision_of(NEW)
 GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2, "settle": "0s"}
 
 
@@ -68,20 +62,6 @@ def tier(
             "status": status or {},
         }
     )
-
-
-def ready(rev: str) -> DeploymentView:
-    return DeploymentView(True, rev, 2, 2, 2, 2, 2, 1, 1)
-
-
-def ctx(t: SenderTier, now: datetime = T0, **kw: Any) -> Context:
-    rev = revision_of(t.spec.template.model_dump(by_alias=True, exclude_unset=True))
-    return Context(tier=t, spec_revision=rev, now=now, **kw)
-
-
-def step(c: Context, **kw: Any) -> tuple[Context, Decision]:
-    d = decide(replace(c, **kw))
-    return c.with_status(d.status), d
 
 
 def signed(rev: str = R_OLD, *extra: dict[str, Any]) -> dict[str, Any]:

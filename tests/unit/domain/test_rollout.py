@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from tests.unit.domain.rollout_cases import NEW, R_NEW, R_OLD, T0, ctx, ready, step
 
 from tiergate.api.v1alpha1 import Phase, SenderTier, SenderTierStatus
 from tiergate.domain.checks import Observation, Result
-from tiergate.domain.revision import revision_of
 from tiergate.domain.rollout import (
     Context,
-    Decision,
-    DeploymentView,
     Peer,
     Requests,
     Source,
@@ -22,12 +20,6 @@ from tiergate.domain.rollout import (
     decide,
     evaluation_due,
 )
-
-T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-OLD = {"spec": {"containers": [{"name": "w", "image": "tiergate:1"}]}}
-NEW = {"spec": {"containers": [{"name": "w", "image": "tiergate:2"}]}}
-R_OLD, R_NEW = revision_of(OLD), revision_of(NEW)
-
 
 GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2, "readinessOnly": True}
 
@@ -57,20 +49,6 @@ def tier(
     )
 
 
-def ready(rev: str) -> DeploymentView:
-    return DeploymentView(
-        exists=True,
-        revision=rev,
-        replicas=2,
-        total=2,
-        updated=2,
-        ready=2,
-        available=2,
-        generation=1,
-        observed_generation=1,
-    )
-
-
 def test_mid_rollout_counts_are_not_a_finished_rollout() -> None:
     # Surge pod Ready, one new pod still starting, one old pod left: ready/available are 2 across
     # both ReplicaSets, which must not count as the new revision being Ready.
@@ -79,21 +57,6 @@ def test_mid_rollout_counts_are_not_a_finished_rollout() -> None:
     assert ready(R_NEW).rolled_out(R_NEW, 2)
     assert not replace(ready(R_NEW), observed_generation=0).rolled_out(R_NEW, 2)
     assert not ready(R_OLD).rolled_out(R_NEW, 2)
-
-
-def ctx(t: SenderTier, now: datetime = T0, **kw: Any) -> Context:
-    return Context(
-        tier=t,
-        spec_revision=revision_of(t.spec.template.model_dump(by_alias=True, exclude_unset=True)),
-        now=now,
-        **kw,
-    )
-
-
-def step(c: Context, **kw: Any) -> tuple[Context, Decision]:
-    """Decide, then feed the decided status back as the next context's status."""
-    d = decide(replace(c, **kw))
-    return c.with_status(d.status), d
 
 
 def passing() -> tuple[Observation, ...]:
