@@ -361,6 +361,7 @@ def example_fleet(checks: str = "http", gate: dict[str, Any] | None = None) -> l
             hg["checks"] = [c for c in hg["checks"] if "http" in c]
         elif checks == "none":
             hg["checks"] = []
+            hg["readinessOnly"] = True
     return docs
 
 
@@ -528,3 +529,138 @@ def quick_checks(window: str = "15s", min_evidence: int = 5) -> list[dict[str, A
             },
         },
     ]
+
+
+WINDOW = "15s"
+
+
+def gated_fleet(**gate: Any) -> list[dict[str, Any]]:
+    """The example fleet with a quick, complete health stack."""
+    checks = [
+        *quick_checks(WINDOW),
+        {"name": "discards", "discardBudget": {"max": 1000}},
+    ]
+    settings = {"progressDeadline": "30s", "bake": "4s", "interval": "1s", "failureLimit": 2, **gate}
+    docs = example_fleet(gate=settings)
+    for doc in docs:
+        doc["spec"]["healthGate"]["checks"] = copy.deepcopy(checks)
+    return docs
+
+
+class DeploymentSampler:
+    """Records, every 100 ms, which revision each tier's Deployment template holds."""
+
+    def __init__(self, kube_api: client.ApiClient, namespace: str) -> None:
+        import threading
+
+        self.apps = client.AppsV1Api(kube_api)
+        self.namespace = namespace
+        self.samples: list[tuple[float, dict[str, str | None]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            deps = self.apps.list_namespaced_deployment(self.namespace).items
+            current = {
+                d.metadata.name: d.spec.template.metadata.labels.get("tiergate.io/revision") for d in deps
+            }
+            self.samples.append((time.monotonic(), current))
+            time.sleep(0.1)
+
+    def __enter__(self) -> DeploymentSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def ever_ran(self, tier: str, revision: str) -> bool:
+        """Whether the tier's Deployment ever held that revision."""
+        return any(s.get(tier) == revision for _, s in self.samples)
+
+    def back_at(self, tier: str, bad: str, good: str) -> float | None:
+        """When (monotonic) the tier's Deployment, after holding ``bad``, first held ``good``."""
+        seen_bad = False
+        for at, sample in self.samples:
+            if sample.get(tier) == bad:
+                seen_bad = True
+            elif seen_bad and sample.get(tier) == good:
+                return at
+        return None
+
+
+def serving(kube_api: client.ApiClient, namespace: str, tier: str, revision: str) -> bool:
+    """True when the tier's Deployment holds ``revision`` and all its replicas are Ready."""
+    dep = client.AppsV1Api(kube_api).read_namespaced_deployment(tier, namespace)
+    held = dep.spec.template.metadata.labels.get("tiergate.io/revision")
+    return bool(held == revision and (dep.status.ready_replicas or 0) == dep.spec.replicas)
+
+
+def set_gate(kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **gate: str) -> None:
+    """Change the health gate of every tier (a spec change that is not a new revision)."""
+    for doc in docs:
+        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"healthGate": gate}})
+
+
+def replica_set_revisions(kube_api: client.ApiClient, namespace: str, tier: str) -> set[str]:
+    """Every revision a tier's Deployment was ever given, from its ReplicaSets' labels."""
+    sets = (
+        client.AppsV1Api(kube_api)
+        .list_namespaced_replica_set(namespace, label_selector=f"tiergate.io/tier={tier}")
+        .items
+    )
+    return {rs.metadata.labels.get("tiergate.io/revision") for rs in sets}
+
+
+REPLAY_TOKEN = "operator-replay"
+
+
+@dataclass
+class ReplayProcess:
+    """``tiergate replay serve`` on the fleet's store, for the operator's replay hand-off."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def operator_args(self) -> list[str]:
+        """The operator's flags for the hand-off to this service."""
+        return ["--replay-url", self.url, "--replay-token", REPLAY_TOKEN]
+
+
+@pytest.fixture
+def replay_process(sender_env: dict[str, str], tmp_path: Path) -> Iterator[ReplayProcess]:
+    """The replay service on the test's fleet store, as a process."""
+    tokens = tmp_path / "replay-tokens"
+    tokens.write_text(f"{REPLAY_TOKEN}=operator\n")
+    tokens.chmod(0o600)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
+    log = (tmp_path / "replay.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            *(TIERGATE, "replay", "serve", "--store", sender_env["TIERGATE_STORE_URL"]),
+            *("--host", "127.0.0.1", "--port", str(port), "--tokens-file", str(tokens)),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    service = ReplayProcess(f"http://127.0.0.1:{port}", proc)
+    wait_for(lambda: _healthy(f"{service.url}/healthz"), timeout=60, what="replay service")
+    yield service
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).is_success
+    except httpx.HTTPError:
+        return False

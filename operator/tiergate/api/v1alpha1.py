@@ -8,10 +8,10 @@ and compares. Field descriptions here are what ``kubectl explain`` prints.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tiergate.api.durations import DURATION_PATTERN
 
@@ -60,6 +60,22 @@ class OnFailure(enum.StrEnum):
 
     ROLLBACK = "Rollback"
     PAUSE = "Pause"
+
+
+class OnFleetHalt(enum.StrEnum):
+    """What a tier does when another tier of its fleet halts on a release this tier runs."""
+
+    ROLLBACK = "Rollback"
+    HOLD = "Hold"
+
+
+class During(enum.StrEnum):
+    """Where a tier was in a release's life when it halted or was rolled back."""
+
+    PROGRESS = "Progress"
+    BAKE = "Bake"
+    WATCH = "Watch"
+    SIGNED_OFF = "SignedOff"
 
 
 class Phase(enum.StrEnum):
@@ -238,6 +254,13 @@ class HealthGate(_Spec):
                     "message": "check names must be unique",
                     "fieldPath": ".checks",
                 },
+                {
+                    "rule": "self.checks.size() >= 1 || (has(self.readinessOnly) && self.readinessOnly)",
+                    "message": (
+                        "name at least one check, or set readinessOnly: true to sign off on readiness alone"
+                    ),
+                    "fieldPath": ".checks",
+                },
             ]
         }
     )
@@ -262,6 +285,23 @@ class HealthGate(_Spec):
             "one sync applies the tiers further apart."
         ),
     )
+    watch: Duration = Field(
+        default="300s",
+        description=(
+            "How long the checks keep running after sign-off (every interval, with the same "
+            "failureLimit and inconclusive rules as the bake). A failure in the watch halts the "
+            "tier and rolls it back to its previous signed-off release, and the fleet policy "
+            "(onFleetHalt) applies to every tier running the release. 0s turns the watch off."
+        ),
+    )
+    readiness_only: bool = Field(
+        default=False,
+        alias="readinessOnly",
+        description=(
+            "Sign off on pod readiness alone, with no check. Without it the schema refuses an "
+            "empty checks list, so that a tier without a health stack is a decision, not an accident."
+        ),
+    )
     failure_limit: int = Field(
         default=3,
         ge=1,
@@ -281,8 +321,17 @@ class HealthGate(_Spec):
         default_factory=list,
         max_length=16,
         json_schema_extra={"default": []},
-        description="The health stack: every check must pass for the whole bake.",
+        description=(
+            "The health stack: every check must pass for the whole bake (and the watch). At least "
+            "one is required unless readinessOnly is true."
+        ),
     )
+
+    @model_validator(mode="after")
+    def _a_check_or_readiness_only(self) -> HealthGate:
+        if not self.checks and not self.readiness_only:
+            raise ValueError("name at least one check, or set readinessOnly: true")
+        return self
 
 
 class ReplaySpec(_Spec):
@@ -354,22 +403,28 @@ class SenderTierSpec(_Spec):
         pattern=DNS_LABEL,
         description="The queue partition this tier's workers serve, e.g. bulk or priority.",
     )
+    release: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.:+/@]*$",
+        description=(
+            "The release key (an image tag, a commit): a tier above the lowest order takes a "
+            "release only once every lower-order tier has signed it off. Default: the pod "
+            "template's hash, which is the same on every tier only when their templates are. Set "
+            "it (the same value on every tier) when the tiers' templates differ on purpose; a "
+            "change that keeps it (this tier's own resources or env) rolls out under this tier's "
+            "own gate without a new sign-off below."
+        ),
+    )
     replicas: int = Field(default=1, ge=0, le=1000, description="Number of worker pods.")
     template: PodTemplate = Field(description="Pod template of the tier's sender workers.")
     health_gate: HealthGate = Field(
-        default_factory=HealthGate,
         alias="healthGate",
-        json_schema_extra={
-            "default": {
-                "progressDeadline": "300s",
-                "bake": "120s",
-                "interval": "10s",
-                "settle": "10s",
-                "failureLimit": 3,
-                "checks": [],
-            }
-        },
-        description="The health stack and timings that sign a new revision off.",
+        description=(
+            "The health stack and timings that sign a new revision off. Required: a tier names its "
+            "checks, or says readinessOnly: true."
+        ),
     )
     on_failure: OnFailure = Field(
         default=OnFailure.ROLLBACK,
@@ -377,6 +432,15 @@ class SenderTierSpec(_Spec):
         description=(
             "Rollback returns the tier to its last signed-off template; Pause leaves it for a "
             "person. Either way the tier is Halted and the fleet stops."
+        ),
+    )
+    on_fleet_halt: OnFleetHalt = Field(
+        default=OnFleetHalt.ROLLBACK,
+        alias="onFleetHalt",
+        description=(
+            "What this tier does when another tier of its fleet halts on a release this tier runs "
+            "or is rolling out: Rollback (the default) returns it to its last signed-off release "
+            "before that one, highest order first; Hold keeps it where it is and only stops the fleet."
         ),
     )
     replay: ReplaySpec = Field(
@@ -389,7 +453,7 @@ class SenderTierSpec(_Spec):
 class Condition(_Status):
     """A standard Kubernetes condition (metav1.Condition)."""
 
-    type: str = Field(description="Ready, Reconciling, Stalled, SignedOff or Halted.")
+    type: str = Field(description="Ready, Reconciling, Stalled, SignedOff, Halted, Watching or InvalidSpec.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase reason from tiergate's Reason list.")
     message: str = Field(default="", description="A human sentence about the transition.")
@@ -433,6 +497,23 @@ class HaltStatus(_Status):
     value: float | None = Field(default=None, description="The value observed.")
     threshold: str | None = Field(default=None, description="The bound it broke.")
     revision: str = Field(description="The bad revision.")
+    release: str | None = Field(default=None, description="The bad release key.")
+    during: During | None = Field(
+        default=None,
+        description="Where this tier was with the release: Progress, Bake, Watch or SignedOff.",
+    )
+    cause: str | None = Field(
+        default=None,
+        description=(
+            "Set when the fleet policy acted: which tier halted which release, e.g. "
+            "`tier bulk halted release R`."
+        ),
+    )
+    halted_by: str | None = Field(
+        default=None,
+        alias="haltedBy",
+        description="The tier whose own halt made the fleet policy act on this one; unset on that tier.",
+    )
     message: str = Field(default="", description="A sentence for on-call.")
     window_start: datetime = Field(
         alias="windowStart", description="When the bad revision started running in this tier."
@@ -471,6 +552,11 @@ class RolloutStatus(_Status):
         alias="bakeSince",
         description="Start of the current unbroken run of passing evaluations.",
     )
+    watch_until: datetime | None = Field(
+        default=None,
+        alias="watchUntil",
+        description="When the watch after sign-off ends (unset with no watch).",
+    )
     last_evaluated_at: datetime | None = Field(
         default=None, alias="lastEvaluatedAt", description="When the stack was last evaluated."
     )
@@ -479,6 +565,93 @@ class RolloutStatus(_Status):
         alias="consecutiveFailures",
         description="Failing evaluations of the stack in a row.",
     )
+
+    def became_ready(self, now: datetime) -> RolloutStatus:
+        """This rollout with every pod Ready at ``now``; the bake starts on the next pass."""
+        return self.model_copy(update={"ready_at": now, "bake_since": None})
+
+    def promoted(self, who: str) -> RolloutStatus:
+        """This rollout, its bake skipped on request of ``who``."""
+        return self.model_copy(update={"promoted_by": who})
+
+    def passed(self, now: datetime) -> RolloutStatus:
+        """This rollout after a passing evaluation: the unbroken run of passes goes on (or starts)."""
+        return self.model_copy(
+            update={
+                "last_evaluated_at": now,
+                "consecutive_failures": 0,
+                "first_inconclusive_at": None,
+                "bake_since": self.bake_since or now,
+            }
+        )
+
+    def failed(self, now: datetime) -> RolloutStatus:
+        """This rollout after a failing evaluation: one more failure in a row, the bake restarts."""
+        return self.model_copy(
+            update={
+                "last_evaluated_at": now,
+                "consecutive_failures": self.consecutive_failures + 1,
+                "first_inconclusive_at": None,
+                "bake_since": None,
+            }
+        )
+
+    def inconclusive(self, now: datetime) -> RolloutStatus:
+        """This rollout after an inconclusive evaluation: never a pass, the inconclusive run goes on."""
+        return self.model_copy(
+            update={
+                "last_evaluated_at": now,
+                "first_inconclusive_at": self.first_inconclusive_at or now,
+                "bake_since": None,
+            }
+        )
+
+    def signed_off(self, now: datetime, watch_seconds: float) -> RolloutStatus:
+        """This rollout signed off at ``now``, its watch (if any) running from then on."""
+        until = now + timedelta(seconds=watch_seconds) if watch_seconds > 0 else None
+        return self.model_copy(update={"signed_off_at": now, "watch_until": until, "consecutive_failures": 0})
+
+
+class HistoryEntry(_Status):
+    """One release this tier started, and what became of it."""
+
+    release: str = Field(description="The release key.")
+    revision: str = Field(description="The pod-template hash it ran as.")
+    started_at: datetime = Field(alias="startedAt", description="When this tier started it.")
+    signed_off_at: datetime | None = Field(
+        default=None, alias="signedOffAt", description="When its bake ended with every check passing."
+    )
+    halted_at: datetime | None = Field(default=None, alias="haltedAt", description="When it halted here.")
+    rolled_back_at: datetime | None = Field(
+        default=None, alias="rolledBackAt", description="When this tier went back from it."
+    )
+    watch_passed_at: datetime | None = Field(
+        default=None, alias="watchPassedAt", description="When its watch after sign-off ended passing."
+    )
+
+    def signed_off(self, now: datetime) -> HistoryEntry:
+        """This run, signed off at ``now``."""
+        return self.model_copy(update={"signed_off_at": now})
+
+    def halted(self, now: datetime) -> HistoryEntry:
+        """This run, halted here at ``now``."""
+        return self.model_copy(update={"halted_at": now})
+
+    def rolled_back(self, now: datetime) -> HistoryEntry:
+        """This run, left for an older release at ``now``."""
+        return self.model_copy(update={"rolled_back_at": now})
+
+    def watch_passed(self, now: datetime) -> HistoryEntry:
+        """This run, through its watch at ``now``."""
+        return self.model_copy(update={"watch_passed_at": now})
+
+
+class UntestedRelease(_Status):
+    """An on-call override that let this tier take a release the lower tiers have not signed off."""
+
+    release: str = Field(description="The release the override let through.")
+    by: str = Field(description="Who asked (the request token).")
+    at: datetime = Field(description="When the operator acted on it.")
 
 
 class ReplayJobStatus(_Status):
@@ -505,6 +678,9 @@ class SenderTierStatus(_Status):
     revision: str | None = Field(
         default=None, description="Hash of the spec's pod template: the revision asked for."
     )
+    release: str | None = Field(
+        default=None, description="The release key the spec asks for (spec.release, else the revision)."
+    )
     revision_seen_at: datetime | None = Field(
         default=None,
         alias="revisionSeenAt",
@@ -523,6 +699,15 @@ class SenderTierStatus(_Status):
         default=None, alias="readyReplicas", description="Ready worker pods of the revision."
     )
     rollout: RolloutStatus | None = Field(default=None, description="The current rollout.")
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        description="The last 10 releases this tier started, newest last: the gate reads it.",
+    )
+    untested_release: UntestedRelease | None = Field(
+        default=None,
+        alias="untestedRelease",
+        description="The last on-call override that let an untested release through.",
+    )
     checks: list[CheckStatus] = Field(default_factory=list, description="Last evaluation of each check.")
     halt: HaltStatus | None = Field(default=None, description="Set while the tier is halted.")
     replay_job: ReplayJobStatus | None = Field(
@@ -539,6 +724,79 @@ class SenderTierStatus(_Status):
     conditions: list[Condition] = Field(
         default_factory=list, description="Standard conditions: Ready, Reconciling, Stalled, ..."
     )
+
+    def with_rollout(
+        self, rollout: RolloutStatus | None, checks: list[CheckStatus] | None = None
+    ) -> SenderTierStatus:
+        """This status with the rollout (and, when given, the per-check results) replaced."""
+        if checks is None:
+            return self.model_copy(update={"rollout": rollout})
+        return self.model_copy(update={"rollout": rollout, "checks": checks})
+
+    def with_history(self, history: list[HistoryEntry]) -> SenderTierStatus:
+        """This status with its history replaced."""
+        return self.model_copy(update={"history": history})
+
+    def with_conditions(self, conditions: list[Condition]) -> SenderTierStatus:
+        """This status with its conditions replaced."""
+        return self.model_copy(update={"conditions": conditions})
+
+    def with_replay_job(self, job: ReplayJobStatus) -> SenderTierStatus:
+        """This status with the automatic replay job recorded."""
+        return self.model_copy(update={"replay_job": job})
+
+    def handled(self, kind: str, token: str) -> SenderTierStatus:
+        """This status with the on-call request ``kind`` marked as acted on."""
+        return self.model_copy(update={"handled_requests": {**self.handled_requests, kind: token}})
+
+    def seen(self, now: datetime) -> SenderTierStatus:
+        """This status with its spec's revision first seen at ``now``."""
+        return self.model_copy(update={"revision_seen_at": now})
+
+    def overridden(self, override: UntestedRelease) -> SenderTierStatus:
+        """This status with an on-call override of the release gate recorded."""
+        return self.model_copy(update={"untested_release": override})
+
+    def waiting(self, for_tier: str | None) -> SenderTierStatus:
+        """This status holding its signed-off template, waiting for ``for_tier``: no rollout, no halt."""
+        return self.model_copy(update={"waiting_for": for_tier, "rollout": None, "halt": None})
+
+    def rolling(
+        self, rollout: RolloutStatus, checks: list[CheckStatus], history: list[HistoryEntry]
+    ) -> SenderTierStatus:
+        """This status with a new rollout started: the Deployment gets its revision now."""
+        return self.model_copy(
+            update={
+                "rollout": rollout,
+                "checks": checks,
+                "halt": None,
+                "waiting_for": None,
+                "current_revision": rollout.revision,
+                "history": history,
+            }
+        )
+
+    def stopped(self, back_on: str | None) -> SenderTierStatus:
+        """This status with its rollout stopped and the Deployment back on ``back_on``."""
+        return self.model_copy(update={"checks": [], "current_revision": back_on})
+
+    def cleared(self) -> SenderTierStatus:
+        """This status back at the gate: no rollout, no halt, no check results."""
+        return self.model_copy(update={"phase": Phase.WAITING, "halt": None, "rollout": None, "checks": []})
+
+    def moved(
+        self, phase: Phase, message: str, revision: str, release: str, generation: int
+    ) -> SenderTierStatus:
+        """This status in ``phase``, describing the spec's ``revision`` at ``generation``."""
+        return self.model_copy(
+            update={
+                "phase": phase,
+                "message": message,
+                "revision": revision,
+                "release": release,
+                "observed_generation": generation,
+            }
+        )
 
 
 class ObjectMeta(_Status):

@@ -77,10 +77,15 @@ def tier_changed(
     fleet_index: kopf.Index[tuple[str, str], Peer],
     **_: Any,
 ) -> None:
-    """Wake the tier and every other tier of its fleet: a peer's change may release them."""
+    """Wake the tier and every other tier of its fleet: a peer's change may release them.
+
+    The highest order wakes first: when a halt rolls several tiers back, priority traffic is
+    restored first, and no tier waits for another.
+    """
     runtime: Runtime = memo["runtime"]
     runtime.poke(namespace, name)
-    for peer in fleet_index.get((namespace, str(spec.get("fleet", ""))), []):
+    peers: list[Peer] = list(fleet_index.get((namespace, str(spec.get("fleet", ""))), []))
+    for peer in sorted(peers, key=lambda p: (-p.order, p.name)):
         runtime.poke(namespace, peer.name)
 
 

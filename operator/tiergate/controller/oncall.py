@@ -26,6 +26,7 @@ from tiergate.controller.reconcile import (
     ANNOTATION_PAUSED,
     ANNOTATION_PROMOTE,
     ANNOTATION_RETRY,
+    ANNOTATION_UNTESTED_RELEASE,
 )
 
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the SenderTiers.")]
@@ -106,22 +107,57 @@ def _request(kind: str, key: str, help_text: str) -> Any:
 
 
 retry = _request("retry", ANNOTATION_RETRY, "Retry a halted tier's revision.")
-promote = _request(
-    "promote", ANNOTATION_PROMOTE, "Sign a baking tier off now, skipping the rest of its bake."
-)
+
+
+def promote(
+    tier: Annotated[str, typer.Argument(help="The SenderTier.")],
+    namespace: Namespace = "default",
+    kubeconfig: Kubeconfig = None,
+    who: Annotated[str | None, typer.Option(help="Who asks (recorded); default: your user.")] = None,
+    untested_release: Annotated[
+        bool,
+        typer.Option(
+            "--untested-release",
+            help=(
+                "Instead: let the tier take the release its spec asks for although the lower tiers "
+                "have not signed it off (recorded in status and as an Event)."
+            ),
+        ),
+    ] = False,
+) -> None:
+    """Sign a baking tier off now, skipping the rest of its bake; or let an untested release through."""
+    key, kind = (
+        (ANNOTATION_UNTESTED_RELEASE, "untested release")
+        if untested_release
+        else (ANNOTATION_PROMOTE, "promote")
+    )
+    token = _token(who)
+    _annotate(kubeconfig, namespace, [tier], key, token)
+    typer.echo(f"{kind} requested for {namespace}/{tier} as {token}")
+
+
 abort = _request("abort", ANNOTATION_ABORT, "Halt the tier's rollout now and roll it back.")
 
 
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _bake_left(tier: dict[str, Any], now: datetime) -> str:
+    """Time left in the bake, or in the watch after sign-off (``watch 42s``)."""
     status = tier.get("status") or {}
     rollout = status.get("rollout") or {}
+    until = rollout.get("watchUntil")
+    if status.get("phase") == "SignedOff" and until and rollout.get("revision") == status.get("revision"):
+        left = (_time(until) - now).total_seconds()
+        return f"watch {left:.0f}s" if left > 0 else ""
     if status.get("phase") != "Baking":
         return ""
     since = rollout.get("bakeSince")
     bake = parse_duration(tier["spec"].get("healthGate", {}).get("bake", "120s"))
     if not since:
         return f"{bake:.0f}s (not passing)"
-    elapsed = (now - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds()
+    elapsed = (now - _time(since)).total_seconds()
     return f"{max(bake - elapsed, 0):.0f}s"
 
 
@@ -148,9 +184,10 @@ def render(items: list[dict[str, Any]], fleet: str | None) -> Group:
             "Tier",
             "Class",
             "Phase",
+            "Release",
             "Revision",
             "Signed-off",
-            "Bake left",
+            "Bake/watch left",
             "Checks",
             "Message",
         ):
@@ -163,6 +200,7 @@ def render(items: list[dict[str, Any]], fleet: str | None) -> Group:
                 t["metadata"]["name"],
                 t["spec"].get("trafficClass", ""),
                 (st.get("phase") or "Pending") + (" (paused)" if paused else ""),
+                st.get("release") or "",
                 st.get("revision") or "",
                 st.get("signedOffRevision") or "",
                 _bake_left(t, now),
@@ -219,5 +257,11 @@ def register(app: typer.Typer) -> None:
     app.command("pause")(pause)
     app.command("resume")(resume)
     app.command("retry", help="Retry a halted tier's revision.")(retry)
-    app.command("promote", help="Sign a baking tier off now, skipping the rest of its bake.")(promote)
+    app.command(
+        "promote",
+        help=(
+            "Sign a baking tier off now, skipping the rest of its bake; with --untested-release, let "
+            "the tier take a release the lower tiers have not signed off."
+        ),
+    )(promote)
     app.command("abort", help="Halt the tier's rollout now and roll it back.")(abort)

@@ -12,22 +12,24 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 import httpx
+from pydantic import ValidationError
 
-from tiergate.api.durations import parse_duration
-from tiergate.api.v1alpha1 import Phase, ReplayJobStatus, SenderTier, SenderTierStatus
+from tiergate.api.v1alpha1 import Check, HistoryEntry, Phase, ReplayJobStatus, SenderTier, SenderTierStatus
 from tiergate.clients.kube import Kube
 from tiergate.clients.probe import probe_all
 from tiergate.clients.prometheus import Prometheus
 from tiergate.clients.replay import ReplayApiError, ReplayClient, halt_filter
 from tiergate.controller import metrics
 from tiergate.domain import checks as chk
+from tiergate.domain import evaluation as ev
 from tiergate.domain.checks import Observation, Result
 from tiergate.domain.reasons import Reason
 from tiergate.domain.revision import revision_of
 from tiergate.domain.rollout import (
+    IDLE_SECONDS,
     Context,
     Decision,
     DeploymentIntent,
@@ -36,8 +38,11 @@ from tiergate.domain.rollout import (
     Peer,
     Requests,
     Source,
+    check_env,
     decide,
     evaluation_due,
+    invalid_spec,
+    pods_observation,
 )
 from tiergate.domain.workload import (
     ANNOTATION_APPLIED,
@@ -54,6 +59,7 @@ ANNOTATION_PAUSED = f"{PREFIX}/paused"
 ANNOTATION_RETRY = f"{PREFIX}/retry"
 ANNOTATION_PROMOTE = f"{PREFIX}/promote"
 ANNOTATION_ABORT = f"{PREFIX}/abort"
+ANNOTATION_UNTESTED_RELEASE = f"{PREFIX}/untested-release"
 REVISION_HISTORY = 10
 
 
@@ -83,6 +89,7 @@ def requests_from(annotations: Mapping[str, str]) -> Requests:
         retry=annotations.get(ANNOTATION_RETRY) or None,
         promote=annotations.get(ANNOTATION_PROMOTE) or None,
         abort=annotations.get(ANNOTATION_ABORT) or None,
+        untested_release=annotations.get(ANNOTATION_UNTESTED_RELEASE) or None,
     )
 
 
@@ -92,14 +99,31 @@ def peer_from(body: Mapping[str, Any]) -> Peer:
     status = body.get("status", {}) or {}
     annotations = body.get("metadata", {}).get("annotations", {}) or {}
     phase = status.get("phase")
+    revision = revision_of(spec.get("template", {}))
+    halt = status.get("halt") or {}
+    history = tuple(_history(status.get("history")))
     return Peer(
         name=body["metadata"]["name"],
         order=int(spec.get("order", 0)),
-        spec_revision=revision_of(spec.get("template", {})),
+        spec_revision=revision,
         signed_off_revision=status.get("signedOffRevision"),
         phase=Phase(phase) if isinstance(phase, str) and phase in Phase._value2member_map_ else None,
         paused=requests_from(annotations).paused,
+        release=str(spec.get("release") or revision),
+        history=history,
+        halt_release=halt.get("release") if halt and not halt.get("haltedBy") else None,
     )
+
+
+def _history(raw: Any) -> list[HistoryEntry]:
+    """A peer's history as far as it parses; an entry a newer operator wrote oddly is skipped."""
+    out = []
+    for item in raw if isinstance(raw, list) else []:
+        try:
+            out.append(HistoryEntry.model_validate(item))
+        except ValidationError:
+            continue
+    return out
 
 
 def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
@@ -128,66 +152,36 @@ def _dump(status: SenderTierStatus) -> dict[str, Any]:
 
 
 async def evaluate(ctx: Context, runtime: Runtime, namespace: str) -> tuple[Observation, ...]:
-    """Run the whole health stack once: the implicit pods-ready check, then each configured check."""
-    tier = ctx.tier
-    rev = ctx.spec_revision
-    name = tier.metadata.name
-    wanted = tier.spec.replicas
-    ready = ctx.deployment.ready if ctx.deployment.revision == rev else 0
-    started = tier.status.rollout.started_at if tier.status.rollout else None
-    elapsed = (ctx.now - started).total_seconds() if started else 0.0
-    variables = {
-        "tier": name,
-        "revision": rev,
-        "fleet": tier.spec.fleet,
-        "namespace": namespace,
-        "trafficClass": tier.spec.traffic_class,
-    }
-    baseline = [p.name for p in ctx.peers if p.name != name and p.spec_revision != p.signed_off_revision]
+    """Run the whole health stack once: fetch what each check needs, and let the domain judge it."""
+    env = check_env(ctx, namespace)
 
     async def value(promql: str) -> float | None:
         if runtime.prometheus is None:
             raise PrometheusUnavailable("no Prometheus configured (--prometheus-url)")
         return await runtime.prometheus.value(promql)
 
-    async def one(check: Any) -> Observation:
-        try:
-            if check.prometheus is not None:
-                spec = check.prometheus
-                query = chk.fill(spec.query, variables)
-                evidence = None
-                if spec.min_evidence is not None:
-                    evidence = await value(chk.fill(spec.min_evidence.query, variables))
-                return chk.judge_threshold(check.name, spec, query, await value(query), evidence)
-            if check.http is not None:
-                spec_http = check.http
-                pods = await runtime.kube.list_pods(namespace, f"{LABEL_TIER}={name},{LABEL_REVISION}={rev}")
+    async def fetch(need: ev.Need) -> ev.Fetched:
+        match need:
+            case ev.Queries(queries=queries):
+                return await asyncio.gather(*(value(q) for q in queries))
+            case ev.PodProbe():
+                pods = await runtime.kube.list_pods(namespace, need.selector)
                 ips = [p.ip for p in pods if p.ip]
-                results = await probe_all(
-                    ips,
-                    spec_http.port,
-                    spec_http.path,
-                    spec_http.scheme,
-                    parse_duration(spec_http.timeout),
-                )
-                passed = sum(1 for _, ok, _ in results if ok)
-                target = f"{spec_http.scheme} :{spec_http.port}{spec_http.path}"
+                results = await probe_all(ips, need.port, need.path, need.scheme, need.timeout_seconds)
                 failing = [f"{ip}: {detail}" for ip, ok, detail in results if not ok]
                 failing += [f"{p.name}: no pod IP" for p in pods if not p.ip]
-                return chk.judge_http(check.name, spec_http.min_ratio, target, passed, len(pods), failing[:3])
-            if check.compare is not None:
-                plan = chk.compare_queries(check.compare, name, rev, baseline)
-                new_ratio, attempts = await asyncio.gather(value(plan.value), value(plan.evidence or ""))
-                base = await value(plan.baseline) if plan.baseline else None
-                return chk.judge_compare(check.name, check.compare, plan, new_ratio, attempts, base)
-            budget = check.discard_budget
-            query = chk.discard_budget_query(name, rev, elapsed)
-            return chk.judge_discards(check.name, budget, query, await value(query))
+                return ev.Probed(sum(1 for _, ok, _ in results if ok), len(pods), tuple(failing[:3]))
+            case _:
+                assert_never(need)
+
+    async def one(check: Check) -> Observation:
+        try:
+            return ev.judge(check, env, await fetch(ev.need(check, env)))
         except PrometheusUnavailable as exc:
             return Observation(check.name, Result.INCONCLUSIVE, error=str(exc))
 
-    results = await asyncio.gather(*(one(c) for c in tier.spec.health_gate.checks))
-    return (chk.judge_pods(ready, wanted), *results)
+    results = await asyncio.gather(*(one(c) for c in ctx.tier.spec.health_gate.checks))
+    return (pods_observation(ctx), *results)
 
 
 async def _template_for(
@@ -285,7 +279,10 @@ async def reconcile(
     """Reconcile one SenderTier once."""
     started = asyncio.get_running_loop().time()
     now = now or datetime.now(UTC)
-    tier = SenderTier.model_validate(dict(body))
+    try:
+        tier = SenderTier.model_validate(dict(body))
+    except ValidationError as exc:
+        return await _invalid(runtime, body, _problem(exc), now)
     raw_spec = body["spec"]
     rev = revision_of(raw_spec["template"])
     meta = tier.metadata
@@ -315,6 +312,33 @@ async def reconcile(
     metrics.RECONCILE_SECONDS.observe(asyncio.get_running_loop().time() - started)
     metrics.LAST_RECONCILE.set_to_current_time()
     return Outcome(decision, wrote, decision.events if wrote else (), problem)
+
+
+def _problem(exc: ValidationError) -> str:
+    """The first few validation errors of a spec, as one line naming the fields."""
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]]
+    return "; ".join(parts)
+
+
+async def _invalid(runtime: Runtime, body: Mapping[str, Any], problem: str, now: datetime) -> Outcome:
+    """Record a spec the operator cannot use as an ``InvalidSpec`` condition; touch nothing else."""
+    meta = body.get("metadata", {})
+    try:
+        status = SenderTierStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = SenderTierStatus()
+    new = invalid_spec(status, problem, int(meta.get("generation", 0) or 0), now)
+    wrote = _dump(new) != _dump(status)
+    if wrote:
+        await runtime.kube.replace_status(
+            meta.get("namespace", "default"), meta["name"], meta.get("resourceVersion", ""), _dump(new)
+        )
+    log.warning("Invalid spec sendertier=%s/%s problem=%r", meta.get("namespace"), meta.get("name"), problem)
+    note = EventNote(Reason.INVALID_SPEC, new.message or problem, warning=True)
+    decision = Decision(
+        status=new, deployment=DeploymentIntent(Source.NONE, None, 0), requeue_after=IDLE_SECONDS
+    )
+    return Outcome(decision, wrote, (note,) if wrote else ())
 
 
 async def _replay(runtime: Runtime, tier: SenderTier, decision: Decision, now: datetime) -> Decision:
@@ -348,7 +372,7 @@ async def _replay(runtime: Runtime, tier: SenderTier, decision: Decision, now: d
             )
             return replace(
                 decision,
-                status=status.model_copy(update={"replay_job": record}),
+                status=status.with_replay_job(record),
                 events=(*decision.events, note),
             )
         assert decision.refresh_replay is not None
@@ -371,7 +395,7 @@ async def _replay(runtime: Runtime, tier: SenderTier, decision: Decision, now: d
             "skipped": counters.get("skipped"),
         }
     )
-    return replace(decision, status=status.model_copy(update={"replay_job": record}))
+    return replace(decision, status=status.with_replay_job(record))
 
 
 def _record(tier: SenderTier, decision: Decision, now: datetime) -> None:

@@ -10,7 +10,7 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tiergate.api.v1alpha1 import Check, CompareCheck, DiscardBudgetCheck, OnNoData, PrometheusCheck
+from tiergate.api.v1alpha1 import CompareCheck, DiscardBudgetCheck, OnNoData, PrometheusCheck
 
 SUBMITS = "tiergate_sender_submits_total"
 DISCARDS = "tiergate_sender_discards_total"
@@ -212,14 +212,3 @@ def verdict(observations: Sequence[Observation]) -> Result:
     if Result.INCONCLUSIVE in results:
         return Result.INCONCLUSIVE
     return Result.PASS
-
-
-def kind_of(check: Check) -> str:
-    """Which of the four kinds a check is."""
-    if check.prometheus is not None:
-        return "prometheus"
-    if check.http is not None:
-        return "http"
-    if check.compare is not None:
-        return "compare"
-    return "discardBudget"

@@ -24,6 +24,13 @@ class Reason(enum.StrEnum):
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     SETTLING = "RevisionSettling"
     YIELDED = "YieldedToLowerTier"
+    RELEASE_NOT_SIGNED_OFF = "ReleaseNotSignedOffBelow"
+    WATCHING = "Watching"
+    WATCH_PASSED = "WatchPassed"
+    WATCH_FAILED = "WatchFailed"
+    FLEET_ROLLED_BACK = "FleetRolledBack"
+    FLEET_HELD = "FleetHeld"
+    UNTESTED_RELEASE = "UntestedRelease"
     # On-call controls
     PAUSED = "Paused"
     RESUMED = "Resumed"

@@ -19,15 +19,21 @@ from typing import assert_never
 from tiergate.api.durations import parse_duration
 from tiergate.api.v1alpha1 import (
     CheckStatus,
+    During,
     HaltStatus,
+    HistoryEntry,
     OnFailure,
+    OnFleetHalt,
     Phase,
     RolloutStatus,
     SenderTier,
     SenderTierStatus,
+    UntestedRelease,
 )
 from tiergate.domain import conditions as cond
-from tiergate.domain.checks import Observation, Result, verdict
+from tiergate.domain import release as rel
+from tiergate.domain.checks import Observation, Result, judge_pods, verdict
+from tiergate.domain.evaluation import CheckEnv
 from tiergate.domain.reasons import Reason
 
 TICK_SECONDS = 5.0
@@ -105,6 +111,9 @@ class Peer:
     signed_off_revision: str | None
     phase: Phase | None
     paused: bool = False
+    release: str = ""
+    history: tuple[HistoryEntry, ...] = ()
+    halt_release: str | None = None
 
     @property
     def halted(self) -> bool:
@@ -116,6 +125,20 @@ class Peer:
         """True when this tier is signed off at its current spec."""
         return self.signed_off_revision == self.spec_revision and not self.halted
 
+    def vouches(self, release: str) -> bool:
+        """True when this tier has signed ``release`` off and has not halted on it since.
+
+        A tier with no history yet (written by an operator before history existed) vouches for the
+        release it is signed off at now.
+        """
+        if self.history:
+            return rel.vouches(self.history, release)
+        return self.settled and (self.release or self.spec_revision) == release
+
+    def halted_on(self) -> str | None:
+        """The release this tier's own halt (not one the fleet policy made) is on, while halted."""
+        return self.halt_release if self.halted else None
+
 
 @dataclass(frozen=True)
 class Requests:
@@ -125,6 +148,7 @@ class Requests:
     retry: str | None = None
     promote: str | None = None
     abort: str | None = None
+    untested_release: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +181,11 @@ class Context:
     requests: Requests = field(default_factory=Requests)
     observations: tuple[Observation, ...] | None = None
 
+    @property
+    def spec_release(self) -> str:
+        """The release key the spec asks for."""
+        return rel.release_of(self.tier.spec, self.spec_revision)
+
     def with_status(self, status: SenderTierStatus) -> Context:
         """The same context with the tier's status replaced."""
         return replace(self, tier=self.tier.model_copy(update={"status": status}))
@@ -168,6 +197,7 @@ class Blocker:
 
     why: str
     tier: str | None = None
+    reason: Reason = Reason.TIER_WAITING
 
 
 @dataclass(frozen=True)
@@ -196,39 +226,101 @@ class Decision:
     refresh_replay: str | None = None
 
 
-def blocker(name: str, order: int, peers: Sequence[Peer], paused: bool) -> Blocker | None:
-    """Why this tier may not start a new revision now, or None when it may."""
+def blocker(
+    name: str,
+    order: int,
+    peers: Sequence[Peer],
+    paused: bool,
+    release: str | None = None,
+    hint: bool = False,
+) -> Blocker | None:
+    """Why this tier may not start ``release`` now, or None when it may.
+
+    Every lower-order tier must have signed ``release`` off and not halted on it since; a halted or
+    paused lower tier stops the fleet whatever it runs. ``release=None`` skips the identity rule
+    (an on-call override let the release through). ``hint`` adds the advice to set ``spec.release``
+    when a lower tier is signed off at a different key (the templates may differ on purpose).
+    """
     if paused:
         return Blocker("the fleet is paused at this tier")
-    return _below(name, order, peers, count_paused=True)
+    return _below(name, order, peers, release, count_paused=True, hint=hint)
 
 
-def moved_below(name: str, order: int, peers: Sequence[Peer]) -> Blocker | None:
-    """A lower-order tier that is halted or has a revision it has not signed off, or None.
+def moved_below(name: str, order: int, peers: Sequence[Peer], release: str | None) -> Blocker | None:
+    """A lower-order tier that is halted or no longer vouches for ``release``, or None.
 
     A tier that is rolling out must stop when this is not None: the fleet stops on a halt, and a
-    tier never runs ahead of a lower tier that is itself trying something new. A paused lower tier
-    is frozen where it is, so it stops nothing that already moves.
+    tier never runs a release that no lower tier stands behind. A paused lower tier is frozen where
+    it is, so it stops nothing that already moves; a lower tier that moved on to a newer release
+    after signing this one off stops nothing either.
     """
-    return _below(name, order, peers, count_paused=False)
+    return _below(name, order, peers, release, count_paused=False, hint=False)
 
 
-def _below(name: str, order: int, peers: Sequence[Peer], count_paused: bool) -> Blocker | None:
+def _below(
+    name: str, order: int, peers: Sequence[Peer], release: str | None, count_paused: bool, hint: bool
+) -> Blocker | None:
     for peer in sorted(peers, key=lambda p: (p.order, p.name)):
         if peer.name == name or peer.order >= order:
             continue
-        state = (
-            "is halted"
-            if peer.halted
-            else "is paused"
-            if peer.paused and count_paused
-            else "is not signed off yet"
-            if not peer.settled
-            else None
-        )
-        if state is not None:
-            return Blocker(f"tier {peer.name} (order {peer.order}) {state}", peer.name)
+        who = f"tier {peer.name} (order {peer.order})"
+        if peer.halted:
+            return Blocker(f"{who} is halted", peer.name)
+        if peer.paused and count_paused:
+            return Blocker(f"{who} is paused", peer.name)
+        if release is None or peer.vouches(release):
+            continue
+        if (peer.release or peer.spec_revision) == release:
+            why = f"{who} has not signed off release {release} yet"
+        else:
+            why = f"{who} has not run release {release}: apply release {release} to tier {peer.name} first"
+            if hint:
+                why += (
+                    " (if the tiers' templates differ on purpose, set the same spec.release on every "
+                    "tier of the fleet)"
+                )
+        return Blocker(why, peer.name, Reason.RELEASE_NOT_SIGNED_OFF)
     return None
+
+
+def fleet_halt(ctx: Context) -> tuple[Peer, str] | None:
+    """Another tier's own halt on a release this tier runs or is rolling out, or None.
+
+    Tiers of higher order come first: when several tiers react to one halt, the one each of them
+    names is the same, and the operator wakes the highest order first.
+    """
+    live = _live_releases(ctx)
+    for peer in sorted(ctx.peers, key=lambda p: (p.order, p.name)):
+        if peer.name == ctx.tier.metadata.name:
+            continue
+        bad = peer.halted_on()
+        if bad is not None and bad in live:
+            return peer, bad
+    return None
+
+
+def _live_releases(ctx: Context) -> set[str]:
+    """The releases this tier's Deployment runs or is rolling out now."""
+    status = ctx.tier.status
+    live: set[str] = set()
+    if status.phase in (Phase.PROGRESSING, Phase.BAKING) and status.rollout is not None:
+        live.add(ctx.spec_release)
+    if status.phase in HALTED_PHASES:
+        return live
+    running = rel.release_of_revision(status.history, status.current_revision)
+    if running is not None:
+        live.add(running)
+    elif status.current_revision is not None and status.current_revision == ctx.spec_revision:
+        live.add(ctx.spec_release)
+    return live
+
+
+def _gate_release(ctx: Context) -> str | None:
+    """The release the gate checks, or None when an on-call override let this one through."""
+    override = ctx.tier.status.untested_release
+    if override is not None and override.release == ctx.spec_release:
+        return None
+    return ctx.spec_release
 
 
 def settle_left(ctx: Context) -> float:
@@ -246,16 +338,55 @@ def settle_left(ctx: Context) -> float:
     return max(settle - (ctx.now - seen).total_seconds(), 0.0)
 
 
-def evaluation_due(ctx: Context) -> bool:
-    """True when the stack should be evaluated in this reconcile."""
+def watching(ctx: Context) -> bool:
+    """True while the tier is signed off at its spec and its watch after sign-off has time left."""
     status = ctx.tier.status
     rollout = status.rollout
-    if status.phase is not Phase.BAKING or rollout is None or rollout.revision != ctx.spec_revision:
+    return (
+        status.phase is Phase.SIGNED_OFF
+        and status.signed_off_revision == ctx.spec_revision
+        and rollout is not None
+        and rollout.revision == ctx.spec_revision
+        and rollout.watch_until is not None
+        and ctx.now < rollout.watch_until
+    )
+
+
+def evaluation_due(ctx: Context) -> bool:
+    """True when the stack should be evaluated in this reconcile: in the bake, or in the watch."""
+    status = ctx.tier.status
+    rollout = status.rollout
+    if rollout is None or rollout.revision != ctx.spec_revision:
+        return False
+    if status.phase is not Phase.BAKING and not watching(ctx):
         return False
     if rollout.last_evaluated_at is None:
         return True
     interval = parse_duration(ctx.tier.spec.health_gate.interval)
     return (ctx.now - rollout.last_evaluated_at).total_seconds() >= interval
+
+
+def check_env(ctx: Context, namespace: str) -> CheckEnv:
+    """What this tier's checks may name; the baseline is every other tier still off its new spec."""
+    tier = ctx.tier
+    started = tier.status.rollout.started_at if tier.status.rollout else None
+    name = tier.metadata.name
+    return CheckEnv(
+        tier=name,
+        revision=ctx.spec_revision,
+        fleet=tier.spec.fleet,
+        namespace=namespace,
+        traffic_class=tier.spec.traffic_class,
+        elapsed_seconds=(ctx.now - started).total_seconds() if started else 0.0,
+        baseline_tiers=tuple(
+            p.name for p in ctx.peers if p.name != name and p.spec_revision != p.signed_off_revision
+        ),
+    )
+
+
+def pods_observation(ctx: Context) -> Observation:
+    """The implicit first check of every evaluation: this revision's pods are all Ready."""
+    return judge_pods(ctx.deployment.new_ready(ctx.spec_revision), ctx.tier.spec.replicas)
 
 
 def decide(ctx: Context) -> Decision:
@@ -283,11 +414,29 @@ def _idle(ctx: Context) -> Decision:
     status = ctx.tier.status
     spec = ctx.tier.spec
     rev = ctx.spec_revision
+    if (acted := _fleet_acts(ctx)) is not None:
+        return acted
     if status.signed_off_revision == rev:
-        return _signed_off(ctx, status, events=())
-    why = blocker(ctx.tier.metadata.name, spec.order, ctx.peers, ctx.requests.paused)
+        return _watch(ctx)
+    if _new_request(ctx, "untested_release"):
+        decision = _idle(_untested(ctx))
+        note = EventNote(
+            Reason.UNTESTED_RELEASE,
+            f"Release {ctx.spec_release} let through untested by the lower tiers, on request of "
+            f"{ctx.requests.untested_release}",
+            warning=True,
+        )
+        return replace(decision, events=(note, *decision.events))
+    why = blocker(
+        ctx.tier.metadata.name,
+        spec.order,
+        ctx.peers,
+        ctx.requests.paused,
+        _gate_release(ctx),
+        hint=spec.release is None,
+    )
     if why is not None:
-        return _waiting(ctx, why)
+        return _waiting(ctx, why, reason=why.reason)
     left = settle_left(ctx)
     if left > 0:
         settling = Blocker(
@@ -295,7 +444,15 @@ def _idle(ctx: Context) -> Decision:
             "whole fleet reaches the lower tiers first"
         )
         return _waiting(ctx, settling, reason=Reason.SETTLING, requeue_after=left + 0.05)
-    return _start(ctx, Reason.ROLLOUT_STARTED, f"Rolling out revision {rev}")
+    return _start(ctx, Reason.ROLLOUT_STARTED, f"Rolling out release {ctx.spec_release} (revision {rev})")
+
+
+def _untested(ctx: Context) -> Context:
+    """Record an on-call override: this tier may take its spec's release untested below."""
+    who = ctx.requests.untested_release or ""
+    override = UntestedRelease(release=ctx.spec_release, by=who, at=ctx.now)
+    status = _mark_handled(ctx, ctx.tier.status, "untested_release").overridden(override)
+    return ctx.with_status(status)
 
 
 def _waiting(
@@ -308,10 +465,8 @@ def _waiting(
     message = f"Waiting: {why.why}"
     events: tuple[EventNote, ...] = ()
     if status.phase is not Phase.WAITING or status.message != message:
-        events = (EventNote(reason, f"Revision {ctx.spec_revision} waits: {why.why}"),)
-    new = _base(ctx, Phase.WAITING, message).model_copy(
-        update={"waiting_for": why.tier, "rollout": None, "halt": None}
-    )
+        events = (EventNote(reason, f"Release {ctx.spec_release} waits: {why.why}"),)
+    new = _base(ctx, Phase.WAITING, message).waiting(why.tier)
     new = _conditions(ctx, new, ready=False, reason=reason, reconciling=True)
     return Decision(status=new, deployment=_hold(ctx), events=events, requeue_after=requeue_after)
 
@@ -320,7 +475,7 @@ def _yield(ctx: Context, why: Blocker) -> Decision:
     """Stop rolling out because a lower tier halted or moved: back to the signed-off template."""
     signed = ctx.tier.status.signed_off_revision
     # _waiting sets the phase and clears the rollout; what it keeps of the stopped one goes here.
-    stopped = ctx.tier.status.model_copy(update={"checks": [], "current_revision": signed})
+    stopped = ctx.tier.status.stopped(signed)
     decision = _waiting(ctx.with_status(stopped), why)
     note = EventNote(
         Reason.YIELDED,
@@ -335,14 +490,10 @@ def _start(ctx: Context, reason: Reason, message: str) -> Decision:
     rev = ctx.spec_revision
     rollout = RolloutStatus(revision=rev, startedAt=ctx.now)
     checks = [CheckStatus(name=c.name) for c in ctx.tier.spec.health_gate.checks]
-    new = _base(ctx, Phase.PROGRESSING, f"Progressing: rolling out revision {rev}").model_copy(
-        update={
-            "rollout": rollout,
-            "checks": checks,
-            "halt": None,
-            "waiting_for": None,
-            "current_revision": rev,
-        }
+    status = ctx.tier.status
+    history = rel.started(status.history, ctx.spec_release, rev, ctx.now)
+    new = _base(ctx, Phase.PROGRESSING, f"Progressing: rolling out release {ctx.spec_release}").rolling(
+        rollout, checks, history
     )
     new = _conditions(ctx, new, ready=False, reason=reason, reconciling=True)
     return Decision(
@@ -360,7 +511,10 @@ def _interrupted(ctx: Context) -> Decision | None:
         return _superseded(ctx)
     if _new_request(ctx, "abort"):
         return _fail(ctx, _aborted(ctx), handled="abort")
-    if (why := moved_below(ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers)) is not None:
+    if (acted := _fleet_acts(ctx)) is not None:
+        return acted
+    why = moved_below(ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers, _gate_release(ctx))
+    if why is not None:
         return _yield(ctx, why)
     return None
 
@@ -376,9 +530,8 @@ def _progressing(ctx: Context) -> Decision:
     wanted = ctx.tier.spec.replicas
     started = rollout.started_at or ctx.now
     if ctx.deployment.rolled_out(rev, wanted):
-        rollout = rollout.model_copy(update={"ready_at": ctx.now, "bake_since": None})
-        new = _base(ctx, Phase.BAKING, f"Baking: revision {rev} Ready, checks running").model_copy(
-            update={"rollout": rollout}
+        new = _base(ctx, Phase.BAKING, f"Baking: revision {rev} Ready, checks running").with_rollout(
+            rollout.became_ready(ctx.now)
         )
         new = _conditions(ctx, new, ready=False, reason=Reason.TIER_BAKING, reconciling=True)
         return Decision(
@@ -420,10 +573,9 @@ def _baking(ctx: Context) -> Decision:
     rev = ctx.spec_revision
     if _new_request(ctx, "promote"):
         who = ctx.requests.promote or ""
-        promoted = rollout.model_copy(update={"promoted_by": who})
         return _sign_off(
             ctx,
-            status.model_copy(update={"rollout": promoted}),
+            status.with_rollout(rollout.promoted(who)),
             EventNote(Reason.PROMOTED, f"Revision {rev} promoted by {who}; rest of bake skipped"),
             handled="promote",
         )
@@ -442,9 +594,11 @@ def _baking(ctx: Context) -> Decision:
 
 
 def _judge(ctx: Context, observations: Sequence[Observation]) -> Decision:
+    """Fold one evaluation into the rollout; halt, sign off, or keep baking (or watching)."""
     status = ctx.tier.status
     rollout = status.rollout
-    assert rollout is not None  # _baking checked it
+    assert rollout is not None  # _baking and _watch checked it
+    in_watch = status.phase is Phase.SIGNED_OFF
     gate = ctx.tier.spec.health_gate
     rev = ctx.spec_revision
     result = verdict(observations)
@@ -460,33 +614,21 @@ def _judge(ctx: Context, observations: Sequence[Observation]) -> Decision:
                     warning=True,
                 )
             )
-    update: dict[str, object] = {"last_evaluated_at": ctx.now}
     match result:
         case Result.PASS:
-            update |= {
-                "consecutive_failures": 0,
-                "first_inconclusive_at": None,
-                "bake_since": rollout.bake_since or ctx.now,
-            }
+            rollout = rollout.passed(ctx.now)
         case Result.FAIL:
-            update |= {
-                "consecutive_failures": rollout.consecutive_failures + 1,
-                "first_inconclusive_at": None,
-                "bake_since": None,
-            }
+            rollout = rollout.failed(ctx.now)
         case Result.INCONCLUSIVE:
-            update |= {
-                "first_inconclusive_at": rollout.first_inconclusive_at or ctx.now,
-                "bake_since": None,
-            }
+            rollout = rollout.inconclusive(ctx.now)
         case _:
             assert_never(result)
-    rollout = rollout.model_copy(update=update)
-    status = status.model_copy(update={"rollout": rollout, "checks": checks})
+    status = status.with_rollout(rollout, checks)
     interval = parse_duration(gate.interval)
+    halt_reason = Reason.WATCH_FAILED if in_watch else Reason.TIER_HALTED
     if result is Result.FAIL and rollout.consecutive_failures >= gate.failure_limit:
         worst = next(o for o in observations if o.result is Result.FAIL)
-        return _fail(ctx.with_status(status), worst, extra_events=tuple(events))
+        return _fail(ctx.with_status(status), worst, reason=halt_reason, extra_events=tuple(events))
     if result is Result.INCONCLUSIVE:
         limit = parse_duration(gate.inconclusive_limit or gate.progress_deadline)
         since = rollout.first_inconclusive_at or ctx.now
@@ -498,7 +640,15 @@ def _judge(ctx: Context, observations: Sequence[Observation]) -> Decision:
                 error=f"inconclusive for longer than {gate.inconclusive_limit or gate.progress_deadline}: "
                 f"{worst.error or 'no data'}",
             )
-            return _fail(ctx.with_status(status), stuck, extra_events=tuple(events))
+            return _fail(ctx.with_status(status), stuck, reason=halt_reason, extra_events=tuple(events))
+    if in_watch:
+        note = {
+            Result.PASS: "",
+            Result.FAIL: f"; watch: {rollout.consecutive_failures}/{gate.failure_limit} failing evaluations",
+            Result.INCONCLUSIVE: "; watch: checks inconclusive",
+        }[result]
+        decision = _signed_off(ctx.with_status(status), status, events=tuple(events), note=note)
+        return replace(decision, requeue_after=min(decision.requeue_after, interval))
     bake = parse_duration(gate.bake)
     if (
         result is Result.PASS
@@ -546,27 +696,83 @@ def _sign_off(
     ctx: Context, status: SenderTierStatus, note: EventNote, handled: str | None = None
 ) -> Decision:
     rev = ctx.spec_revision
-    rollout = (status.rollout or RolloutStatus(revision=rev)).model_copy(update={"signed_off_at": ctx.now})
-    signed = status.model_copy(update={"signed_off_revision": rev, "rollout": rollout, "halt": None})
+    watch = parse_duration(ctx.tier.spec.health_gate.watch)
+    rollout = (status.rollout or RolloutStatus(revision=rev)).signed_off(ctx.now, watch)
+    signed = status.model_copy(
+        update={
+            "signed_off_revision": rev,
+            "rollout": rollout,
+            "halt": None,
+            "history": rel.marked(status.history, rev, lambda e: e.signed_off(ctx.now)),
+        }
+    )
     if handled is not None:
         signed = _mark_handled(ctx, signed, handled)
     decision = _signed_off(ctx.with_status(signed), signed, events=(note,))
     return replace(decision, save_signed_off=True)
 
 
-def _signed_off(ctx: Context, status: SenderTierStatus, events: tuple[EventNote, ...]) -> Decision:
+def _watch(ctx: Context) -> Decision:
+    """Signed off at the spec: judge the watch while it lasts, then record that it passed."""
+    status = ctx.tier.status
+    rev = ctx.spec_revision
+    rollout = status.rollout
+    if watching(ctx):
+        if ctx.observations is not None:
+            return _judge(ctx, ctx.observations)
+        return _signed_off(ctx, status, events=())
+    entry = rel.entry_of(status.history, rev)
+    ended = (
+        rollout is not None
+        and rollout.revision == rev
+        and rollout.watch_until is not None
+        and entry is not None
+        and entry.watch_passed_at is None
+    )
+    if not ended:
+        return _signed_off(ctx, status, events=())
+    passed = status.with_history(rel.marked(status.history, rev, lambda e: e.watch_passed(ctx.now)))
+    gate = ctx.tier.spec.health_gate
+    note = EventNote(
+        Reason.WATCH_PASSED, f"Release {ctx.spec_release} passed its {gate.watch} watch after sign-off"
+    )
+    return _signed_off(ctx.with_status(passed), passed, events=(note,))
+
+
+def _signed_off(
+    ctx: Context, status: SenderTierStatus, events: tuple[EventNote, ...], note: str = ""
+) -> Decision:
     rev = ctx.spec_revision
     wanted = ctx.tier.spec.replicas
     ready = ctx.deployment.rolled_out(rev, wanted)
+    release = ctx.spec_release
     message = (
-        f"Signed off: revision {rev}"
+        f"Signed off: release {release}"
         if ready
-        else f"Signed off: revision {rev}, {ctx.deployment.ready}/{wanted} pods Ready"
+        else f"Signed off: release {release}, {ctx.deployment.ready}/{wanted} pods Ready"
     )
+    is_watching = watching(ctx.with_status(status.model_copy(update={"phase": Phase.SIGNED_OFF})))
+    if is_watching and status.rollout is not None and status.rollout.watch_until is not None:
+        message += f", watching until {status.rollout.watch_until.isoformat()}"
+    message += note
+    held = fleet_halt(ctx) if ctx.tier.spec.on_fleet_halt is OnFleetHalt.HOLD else None
+    if held is not None:
+        peer, bad = held
+        message += f" (held: tier {peer.name} halted release {bad}; onFleetHalt: Hold)"
+        if ctx.tier.status.message != message:
+            events = (
+                *events,
+                EventNote(
+                    Reason.FLEET_HELD,
+                    f"Kept release {bad}: tier {peer.name} halted it, and onFleetHalt is Hold",
+                    warning=True,
+                ),
+            )
     new = status.model_copy(
         update={
             "phase": Phase.SIGNED_OFF,
             "message": message,
+            "release": release,
             "revision": rev,
             "current_revision": rev,
             "observed_generation": ctx.tier.metadata.generation,
@@ -581,18 +787,25 @@ def _signed_off(ctx: Context, status: SenderTierStatus, events: tuple[EventNote,
         reason=Reason.AT_REVISION if ready else Reason.REPLICAS_NOT_READY,
         reconciling=not ready,
         signed_off=True,
+        watching=is_watching,
     )
     return Decision(
         status=new,
         deployment=DeploymentIntent(Source.SPEC, rev, wanted),
         events=events,
-        requeue_after=TICK_SECONDS if not ready else IDLE_SECONDS,
+        requeue_after=(
+            min(TICK_SECONDS, parse_duration(ctx.tier.spec.health_gate.interval))
+            if is_watching
+            else TICK_SECONDS
+            if not ready
+            else IDLE_SECONDS
+        ),
     )
 
 
 def _superseded(ctx: Context) -> Decision:
     """The spec moved on while an older revision was rolling out: start over from the gate."""
-    status = ctx.tier.status.model_copy(update={"phase": Phase.WAITING, "rollout": None, "checks": []})
+    status = ctx.tier.status.cleared()
     return _idle(ctx.with_status(status))
 
 
@@ -601,10 +814,11 @@ def _halted(ctx: Context) -> Decision:
     halt = status.halt
     rev = ctx.spec_revision
     if halt is None or halt.revision != rev:
-        cleared = status.model_copy(update={"phase": Phase.WAITING, "halt": None, "rollout": None})
-        return _idle(ctx.with_status(cleared))
+        return _idle(ctx.with_status(status.cleared()))
     if _new_request(ctx, "retry"):
-        why = blocker(ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers, ctx.requests.paused)
+        why = blocker(
+            ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers, ctx.requests.paused, _gate_release(ctx)
+        )
         if why is None:
             retried = _mark_handled(ctx, status, "retry")
             return _start(ctx.with_status(retried), Reason.RETRIED, f"Retrying revision {rev} on request")
@@ -653,6 +867,13 @@ def _fail(
     rev = ctx.spec_revision
     rollback = ctx.tier.spec.on_failure is OnFailure.ROLLBACK
     started = status.rollout.started_at if status.rollout and status.rollout.started_at else ctx.now
+    target = status.signed_off_revision
+    if target == rev:
+        # Halted in the watch: the release itself was signed off, so go back to the one before it.
+        target = rel.last_good_before(status.history, ctx.spec_release)
+    history = rel.marked(status.history, rev, lambda e: e.halted(ctx.now))
+    if rollback:
+        history = rel.marked(history, rev, lambda e: e.rolled_back(ctx.now))
     sentence = (
         f"Check {obs.name} failed on revision {rev}: {obs.error or 'failed'}"
         f" (value {_num(obs.value)}, threshold {obs.threshold or '-'})"
@@ -663,13 +884,14 @@ def _fail(
         value=obs.value,
         threshold=obs.threshold,
         revision=rev,
+        release=ctx.spec_release,
+        during=_during(ctx),
         message=sentence,
         windowStart=started,
         windowEnd=ctx.now if rollback else None,
         at=ctx.now,
     )
     phase = Phase.ROLLED_BACK if rollback else Phase.HALTED
-    target = status.signed_off_revision
     tail = (
         f"; rolled back to {target}"
         if rollback and target
@@ -683,8 +905,11 @@ def _fail(
             "halt": halt,
             "message": f"Halted: {sentence}{tail}",
             "revision": rev,
+            "release": ctx.spec_release,
             "observed_generation": ctx.tier.metadata.generation,
             "current_revision": target if rollback else rev,
+            "signed_off_revision": target,
+            "history": history,
         }
     )
     if handled is not None:
@@ -704,6 +929,94 @@ def _fail(
     return Decision(status=new, deployment=intent, events=tuple(events), requeue_after=TICK_SECONDS)
 
 
+def _fleet_acts(ctx: Context) -> Decision | None:
+    """The fleet policy's decision when another tier halted on a release this one runs, or None."""
+    halt = fleet_halt(ctx)
+    return None if halt is None else _fleet_policy(ctx, *halt)
+
+
+def _fleet_policy(ctx: Context, peer: Peer, bad: str) -> Decision | None:
+    """Another tier halted on a release this one runs: roll back (the default), or keep it (Hold)."""
+    match ctx.tier.spec.on_fleet_halt:
+        case OnFleetHalt.ROLLBACK:
+            return _fleet_rollback(ctx, peer, bad)
+        case OnFleetHalt.HOLD:
+            return None
+        case _:
+            assert_never(ctx.tier.spec.on_fleet_halt)
+
+
+def _fleet_rollback(ctx: Context, peer: Peer, bad: str) -> Decision:
+    """Go back to the last signed-off release before ``bad``, at once: no tier waits for another."""
+    status = ctx.tier.status
+    rolling = status.phase in (Phase.PROGRESSING, Phase.BAKING) and ctx.spec_release == bad
+    bad_rev = ctx.spec_revision if rolling else (status.current_revision or ctx.spec_revision)
+    entry = rel.entry_of(status.history, bad_rev)
+    started = entry.started_at if entry is not None else (status.rollout and status.rollout.started_at)
+    target = rel.last_good_before(status.history, bad)
+    if not status.history and status.signed_off_revision != bad_rev:
+        target = status.signed_off_revision
+    cause = f"tier {peer.name} halted release {bad}"
+    back = f"back on {target}" if target else "scaled to 0 (no signed-off release before it)"
+    halt = HaltStatus(
+        check="fleet",
+        revision=bad_rev,
+        release=bad,
+        during=_during(ctx),
+        cause=cause,
+        haltedBy=peer.name,
+        message=f"Rolled back: {cause}",
+        windowStart=started or ctx.now,
+        windowEnd=ctx.now,
+        at=ctx.now,
+    )
+    new = _base(ctx, Phase.ROLLED_BACK, f"Rolled back: {cause}; {back}").model_copy(
+        update={
+            "halt": halt,
+            "rollout": None,
+            "checks": [],
+            "waiting_for": None,
+            "signed_off_revision": target,
+            "current_revision": target,
+            "history": rel.marked(status.history, bad_rev, lambda e: e.rolled_back(ctx.now)),
+        }
+    )
+    hctx = ctx.with_status(new)
+    new = _conditions(hctx, new, ready=False, reason=Reason.FLEET_ROLLED_BACK, reconciling=False, halted=True)
+    note = EventNote(
+        Reason.FLEET_ROLLED_BACK,
+        f"Rolled back from release {bad} ({bad_rev}) to {target or 'nothing (scaled to 0)'}: {cause}",
+        warning=True,
+    )
+    return Decision(status=new, deployment=_hold(hctx), events=(note,), requeue_after=TICK_SECONDS)
+
+
+def _during(ctx: Context) -> During:
+    """Where this tier is with its release now, for a halt record."""
+    phase = ctx.tier.status.phase
+    if phase is Phase.PROGRESSING:
+        return During.PROGRESS
+    if phase is Phase.BAKING:
+        return During.BAKE
+    return During.WATCH if watching(ctx) else During.SIGNED_OFF
+
+
+def invalid_spec(status: SenderTierStatus, problem: str, generation: int, now: datetime) -> SenderTierStatus:
+    """The status of a tier whose spec the operator cannot use: phase kept, ``InvalidSpec`` True.
+
+    Nothing else moves: the Deployment is left as it is until the spec is fixed.
+    """
+    message = f"Invalid spec: {problem}"
+    conds = tuple(status.conditions)
+    reason = Reason.INVALID_SPEC
+    conds = cond.set_condition(conds, cond.INVALID_SPEC, "True", reason, message, generation, now)
+    conds = cond.set_condition(conds, cond.STALLED, "True", reason, message, generation, now)
+    conds = cond.set_condition(conds, cond.RECONCILING, "False", reason, message, generation, now)
+    return status.model_copy(
+        update={"message": message, "observed_generation": generation, "conditions": list(conds)}
+    )
+
+
 # Helpers.
 
 
@@ -712,7 +1025,7 @@ def _seen(ctx: Context) -> Context:
     status = ctx.tier.status
     if status.revision == ctx.spec_revision and status.revision_seen_at is not None:
         return ctx
-    return ctx.with_status(status.model_copy(update={"revision_seen_at": ctx.now}))
+    return ctx.with_status(status.seen(ctx.now))
 
 
 def _hold(ctx: Context) -> DeploymentIntent:
@@ -724,13 +1037,8 @@ def _hold(ctx: Context) -> DeploymentIntent:
 
 
 def _base(ctx: Context, phase: Phase, message: str) -> SenderTierStatus:
-    return ctx.tier.status.model_copy(
-        update={
-            "phase": phase,
-            "message": message,
-            "revision": ctx.spec_revision,
-            "observed_generation": ctx.tier.metadata.generation,
-        }
+    return ctx.tier.status.moved(
+        phase, message, ctx.spec_revision, ctx.spec_release, ctx.tier.metadata.generation
     )
 
 
@@ -743,6 +1051,7 @@ def _conditions(
     reconciling: bool,
     signed_off: bool = False,
     halted: bool = False,
+    watching: bool = False,
 ) -> SenderTierStatus:
     gen = ctx.tier.metadata.generation
     now = ctx.now
@@ -753,7 +1062,10 @@ def _conditions(
     conds = cond.set_condition(conds, cond.STALLED, _tf(halted), reason, msg, gen, now)
     conds = cond.set_condition(conds, cond.SIGNED_OFF, _tf(signed_off), reason, msg, gen, now)
     conds = cond.set_condition(conds, cond.HALTED, _tf(halted), reason, msg, gen, now)
-    return status.model_copy(update={"conditions": list(conds)})
+    watch_reason = Reason.WATCHING if watching else reason
+    conds = cond.set_condition(conds, cond.WATCHING, _tf(watching), watch_reason, msg, gen, now)
+    conds = tuple(c for c in conds if c.type != cond.INVALID_SPEC)
+    return status.with_conditions(list(conds))
 
 
 def _tf(value: bool) -> cond.ConditionStatus:
@@ -792,7 +1104,7 @@ def _new_request(ctx: Context, kind: str) -> bool:
 
 def _mark_handled(ctx: Context, status: SenderTierStatus, kind: str) -> SenderTierStatus:
     token = getattr(ctx.requests, kind) or ""
-    return status.model_copy(update={"handled_requests": {**status.handled_requests, kind: token}})
+    return status.handled(kind, token)
 
 
 def _aborted(ctx: Context) -> Observation:

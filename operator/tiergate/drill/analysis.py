@@ -32,6 +32,8 @@ MARK_HUMAN = "human"
 MARK_REPLAY_STARTED = "replay-started"
 MARK_REPLAY_DONE = "replay-done"
 MARK_TRAFFIC_END = "traffic-end"
+MARK_ONSET = "onset"
+MARK_TIER_RESTORED = "tier-restored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +228,7 @@ def summarise(rec: Recording) -> dict[str, Any]:
         if (f := rec.fates.get(d.message_id)) is not None and f.state == "delivered" and f.delivered_at
     ]
     recovered = first_mark(rec.marks, MARK_RECOVERED)
+    onset = first_mark(rec.marks, MARK_ONSET)
     replay_end = max((rec.fates[d.message_id].delivered_at or 0.0 for d in replay_delivered), default=None)
     first_discard = min((d.discarded_at for d in bad_discards), default=None)
     humans = [m for m in rec.marks if m.kind == MARK_HUMAN]
@@ -260,6 +263,9 @@ def summarise(rec: Recording) -> dict[str, Any]:
         "time_to_detect_s": _since(first_mark(rec.marks, MARK_DETECTED), release),
         "time_to_halt_s": _since(first_mark(rec.marks, MARK_HALTED), release),
         "time_to_recover_s": _since(recovered, release),
+        "onset_after_release_s": _since(onset, release),
+        "time_onset_to_recover_s": _since(recovered, onset),
+        "tiers_restored_s": tiers_restored(rec.marks, onset),
         "discards_bad": len(bad_discards),
         "discards_replayed": len(replayed),
         "discards_replayed_delivered": len(replay_delivered),
@@ -272,6 +278,12 @@ def summarise(rec: Recording) -> dict[str, Any]:
         "bad_beyond_first_tier": list(rec.tiers_beyond_first_with_bad),
         "params": dict(rec.params),
     }
+
+
+def tiers_restored(marks: Iterable[Mark], onset: float | None) -> list[tuple[str, float | None]]:
+    """Each tier back on the good release, in the order it happened: (tier, seconds after the onset)."""
+    restored = sorted((m for m in marks if m.kind == MARK_TIER_RESTORED), key=lambda m: m.at)
+    return [(m.label, _since(m.at, onset)) for m in restored]
 
 
 def _share(part: int, whole: int) -> float | None:

@@ -22,7 +22,7 @@ import typer
 
 from tiergate.drill import report, timeline
 from tiergate.drill.analysis import Recording, from_json, summarise, to_json
-from tiergate.drill.scenario import MODES, SCENARIOS, SHORT, Run, Settings
+from tiergate.drill.scenario import MODES, SCENARIOS, SHORT, SHORT_SCENARIOS, Run, Settings
 from tiergate.drill.stack import SharedStack, StackError
 
 app = typer.Typer(no_args_is_help=False)
@@ -36,6 +36,15 @@ def settings_for(short: bool, **overrides: Any) -> Settings:
     if short:
         base = replace(base, **SHORT)  # type: ignore[arg-type]
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def chosen_scenarios(scenario: str | None, short: bool) -> list[str]:
+    """The scenarios to run: one by name, every one for ``all``, else the default set."""
+    if scenario == "all":
+        return list(SCENARIOS)
+    if scenario is None:
+        return list(SHORT_SCENARIOS if short else SCENARIOS)
+    return [scenario]
 
 
 def run_drill(scenarios: list[str], modes: list[str], settings: Settings, out: Path, command: str) -> str:
@@ -91,7 +100,12 @@ def _interrupted(signum: int, frame: object) -> None:
 
 @app.callback(invoke_without_command=True)
 def drill(
-    scenario: Annotated[str, typer.Option(help="no-bind, fail-share or all.")] = "all",
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            help="no-bind, fail-share, late-failure or all (default: all; with --short, the first two)."
+        ),
+    ] = None,
     mode: Annotated[str, typer.Option(help="baseline, tiergate or both.")] = "both",
     short: Annotated[bool, typer.Option("--short", help="The shortened CI version (a few minutes).")] = False,
     out: Annotated[
@@ -118,7 +132,7 @@ def drill(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    scenarios = list(SCENARIOS) if scenario == "all" else [scenario]
+    scenarios = chosen_scenarios(scenario, short)
     modes = list(MODES) if mode == "both" else [mode]
     if any(s not in SCENARIOS for s in scenarios) or any(m not in MODES for m in modes):
         typer.echo(

@@ -30,6 +30,10 @@ def _seconds(value: Any) -> str:
     return "-" if value is None else f"{float(value):g} s"
 
 
+def _restored(order: Sequence[Sequence[Any]]) -> str:
+    return ", ".join(f"{tier} {_seconds(at)}" for tier, at in order) or "-"
+
+
 ROWS: Sequence[Row] = (
     ("Messages sent", lambda r: _num(r["sent"])),
     ("Accepted (202)", lambda r: _num(r["accepted"])),
@@ -65,6 +69,9 @@ ROWS: Sequence[Row] = (
     ("Time to detect", lambda r: _seconds(r["time_to_detect_s"])),
     ("Time to halt", lambda r: _seconds(r["time_to_halt_s"])),
     ("Time to roll back (all tiers on the good release)", lambda r: _seconds(r["time_to_recover_s"])),
+    ("Failure begins after the release", lambda r: _seconds(r["onset_after_release_s"])),
+    ("Failure onset to all tiers back", lambda r: _seconds(r["time_onset_to_recover_s"])),
+    ("Tiers restored, in order (s after the onset)", lambda r: _restored(r["tiers_restored_s"])),
     ("Discards by the bad release", lambda r: _num(r["discards_bad"])),
     (
         "Replayed / delivered after replay",

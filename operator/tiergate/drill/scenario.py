@@ -4,9 +4,11 @@ Two modes. ``baseline`` is 2020: plain Deployments (readiness only says the proc
 default rolling update, no operator), the release patched into all of them at once, a person
 who notices after a stated delay, rolls every tier back by hand and replays the discards by
 hand. ``tiergate`` is the same fleet as SenderTiers under the operator, with the health stack
-as the gate, automatic halt and rollback and ``spec.replay.auto``. Two bad releases: ``no-bind``
-(workers start but never bind upstream) and ``fail-share`` (workers bind, then fail a share of
-submits; only the Prometheus error-rate check sees it).
+as the gate, automatic halt and rollback and ``spec.replay.auto``. Three bad releases: ``no-bind``
+(workers start but never bind upstream), ``fail-share`` (workers bind, then fail a share of
+submits; only the Prometheus error-rate check sees it) and ``late-failure`` (the same share of
+failed submits, but only from two minutes after each worker starts: the release passes tier 0's
+bake and reaches every tier; the watch after sign-off and the fleet policy must bring it back).
 
 While a run goes, samplers record pods, Deployments, SenderTier status and queue depth; at the
 end every accepted message is looked up in the (SQLite) store. Nothing is judged here: the
@@ -39,11 +41,13 @@ from tiergate.drill.analysis import (
     MARK_DETECTED,
     MARK_HALTED,
     MARK_HUMAN,
+    MARK_ONSET,
     MARK_RECOVERED,
     MARK_RELEASE,
     MARK_REPLAY_DONE,
     MARK_REPLAY_STARTED,
     MARK_STEADY,
+    MARK_TIER_RESTORED,
     MARK_TRAFFIC_END,
     DiscardRow,
     Fate,
@@ -51,6 +55,7 @@ from tiergate.drill.analysis import (
     QueueSample,
     Recording,
     Window,
+    first_mark,
 )
 from tiergate.drill.stack import CLASSES, ONCALL_TOKEN, ROOT, RunStack, SharedStack, StackError, wait_until
 from tiergate.drill.traffic import Traffic, customer_tokens
@@ -59,9 +64,14 @@ log = logging.getLogger("tiergate.drill")
 
 GROUP, VERSION, PLURAL = "tiergate.io", "v1alpha1", "sendertiers"
 MODES = ("baseline", "tiergate")
-SCENARIOS = ("no-bind", "fail-share")
+SCENARIOS = ("no-bind", "fail-share", "late-failure")
+# What ``--short`` runs when no scenario is named: the CI drill keeps its time. A short
+# late-failure runs when asked for by name.
+SHORT_SCENARIOS = ("no-bind", "fail-share")
+LATE = "late-failure"
 SUBMITS = "tiergate_sender_submits_total"
 RECEIPT_WAIT = 20.0
+REPLAY_ENDED = ("done", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,8 @@ class Settings:
     interval: int = 2
     failure_limit: int = 2
     error_window: int = 30
+    watch: int = 300
+    late_after: float = 120.0
 
     @property
     def max_queue_depth(self) -> int:
@@ -111,6 +123,8 @@ SHORT = {
     "bake": 3,
     "interval": 1,
     "error_window": 15,
+    "watch": 90,
+    "late_after": 30.0,
 }
 
 
@@ -141,6 +155,7 @@ def fleet_docs(settings: Settings, mode: str) -> list[dict[str, Any]]:
             "bake": f"{settings.bake}s",
             "interval": f"{settings.interval}s",
             "failureLimit": settings.failure_limit,
+            "watch": f"{settings.watch}s",
             "checks": copy.deepcopy(checks),
         }
         spec["replay"] = {"auto": mode == "tiergate"}
@@ -160,7 +175,14 @@ def with_env(template: Mapping[str, Any], **env: str) -> dict[str, Any]:
 def bad_env(scenario: str, settings: Settings) -> dict[str, str]:
     """The fault switch of the bad release."""
     fault = "no-bind" if scenario == "no-bind" else f"fail-submits={settings.fail_share:g}"
+    if scenario == LATE:
+        fault += f",fail-after={settings.late_after:g}"
     return {"TIERGATE_FAULTS": fault, "TIERGATE_ALLOW_FAULTS": "1"}
+
+
+def fail_after(scenario: str, settings: Settings) -> float:
+    """Seconds from a bad worker's start to its failure."""
+    return settings.late_after if scenario == LATE else 0.0
 
 
 def baseline_deployment(
@@ -194,6 +216,7 @@ class Sampler:
         self.deployments: list[tuple[float, dict[str, tuple[str | None, int, int]]]] = []
         self.tiers: list[tuple[float, dict[str, dict[str, Any]]]] = []
         self.queue: list[QueueSample] = []
+        self.started: dict[tuple[str, str], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="drill-sampler", daemon=True)
 
@@ -224,6 +247,7 @@ class Sampler:
             if LABEL_TIER in labels:
                 revision = labels.get(LABEL_REVISION, "")
                 pods.setdefault(labels[LABEL_TIER], set()).add(revision)
+                self._note_start(labels[LABEL_TIER], revision, pod)
                 if _ready(pod):
                     ready.setdefault(labels[LABEL_TIER], set()).add(revision)
         self.pods.append((now, pods))
@@ -242,6 +266,33 @@ class Sampler:
             self.tiers.append((now, {t["metadata"]["name"]: t.get("status") or {} for t in items}))
         if self.db.exists():
             self.queue.append(QueueSample(now, queue_depths(self.db)))
+
+    def _note_start(self, tier: str, revision: str, pod: Any) -> None:
+        for status in pod.status.container_statuses or []:
+            running = status.state.running if status.state else None
+            if running is not None and running.started_at is not None:
+                at = running.started_at.timestamp()
+                key = (tier, revision)
+                self.started[key] = min(at, self.started.get(key, at))
+
+    def first_start(self, revisions: Mapping[str, str]) -> float | None:
+        """When the first worker container of any tier's given revision started."""
+        times = [at for (tier, rev), at in self.started.items() if revisions.get(tier) == rev]
+        return min(times) if times else None
+
+    def restored(self, bad: Mapping[str, str], good: Mapping[str, str]) -> dict[str, float]:
+        """When each tier's Deployment, after its bad revision, held its good one with all replicas Ready."""
+        out: dict[str, float] = {}
+        for tier, revision in bad.items():
+            seen_bad = False
+            for at, deps in self.deployments:
+                held, replicas, ready = deps.get(tier, (None, 0, 0))
+                if held == revision:
+                    seen_bad = True
+                elif seen_bad and held == good.get(tier) and ready >= replicas:
+                    out[tier] = at
+                    break
+        return out
 
     def bad_windows(self, bad: Mapping[str, str], classes: Mapping[str, str]) -> list[Window]:
         """Spans in which a tier had Ready pods of its bad revision, i.e. serving its traffic."""
@@ -391,6 +442,10 @@ class Run:
         except StackError as exc:
             log.warning("Drill drain incomplete namespace=%s error=%s", self.namespace, exc)
         sampler.stop()
+        if first_mark(self.marks, MARK_ONSET) is None and (start := sampler.first_start(self.bad)):
+            self.mark(MARK_ONSET, "failure begins", start + fail_after(self.scenario, self.settings))
+        for tier, at in sorted(sampler.restored(self.bad, self.good).items(), key=lambda kv: kv[1]):
+            self.mark(MARK_TIER_RESTORED, tier, at)
         smsc_after = self.shared.smsc_stats()
         beyond = self._bad_beyond_first(sampler)
         fates, discards = read_fates(self.stack.db_path, frozenset(self.bad.values()))
@@ -489,9 +544,20 @@ class Run:
             )
 
     def _baseline_response(self, sampler: Sampler) -> None:
-        """What a person does in 2020: notice after the stated delay, roll back, replay by hand."""
-        time.sleep(self.settings.detection_delay)
-        self.mark(MARK_DETECTED, f"person notices ({self.settings.detection_delay:g} s stated delay)")
+        """What a person does in 2020: notice after the stated delay, roll back, replay by hand.
+
+        The delay runs from the failure's onset: the release itself for a failure at start,
+        the first bad worker's start plus the fault's delay for a late one.
+        """
+        delay = self.settings.detection_delay
+        late = fail_after(self.scenario, self.settings)
+        if late:
+            start = wait_until(lambda: sampler.first_start(self.bad), 120, "bad workers started", 0.5)
+            self.mark(MARK_ONSET, "failure begins", start + late)
+            time.sleep(max(0.0, start + late + delay - time.time()))
+        else:
+            time.sleep(delay)
+        self.mark(MARK_DETECTED, f"person notices ({delay:g} s stated delay)")
         self.mark(MARK_HUMAN, "manual rollback of every tier")
         self.mark(MARK_HALTED, "rollout stopped by hand")
         apps = client.AppsV1Api(self.api)
@@ -515,48 +581,63 @@ class Run:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 job = await replay.get_job(str(job["id"]))
-                if job.get("state") in ("done", "failed", "cancelled"):
+                if job.get("state") in REPLAY_ENDED:
                     break
                 await asyncio.sleep(0.5)
             self.mark(MARK_REPLAY_DONE, f"replay {job.get('state')}")
 
     def _tiergate_response(self, sampler: Sampler) -> None:
-        """Nobody acts: watch the operator halt, roll back and hand the discards to replay."""
-        first = self.first_tier
+        """Nobody acts: watch the operator halt, roll back and hand the discards to replay.
 
-        def halted() -> dict[str, Any] | None:
-            halt = (self._tier(first).get("status") or {}).get("halt")
-            return halt if halt and halt.get("revision") == self.bad[first] else None
+        The tier that halts is the one whose own checks failed (bulk, for a release that fails
+        everywhere); the fleet policy may roll back others, and each hands its discards on.
+        """
 
-        halt = wait_until(halted, 300, f"{first} halted", 0.5)
+        def own_halt() -> tuple[str, dict[str, Any]] | None:
+            for tier in self.bad:
+                halt = (self._tier(tier).get("status") or {}).get("halt")
+                if halt and halt.get("revision") == self.bad[tier] and not halt.get("haltedBy"):
+                    return tier, halt
+            return None
+
+        wait = 300 + fail_after(self.scenario, self.settings)
+        tier, halt = wait_until(own_halt, wait, "a tier halted", 0.5)
         at = _ts(halt.get("at"))
-        self.mark(MARK_DETECTED, f"{halt.get('check')} check fails on {first}", at)
-        self.mark(MARK_HALTED, f"{first} halted", at)
+        self.mark(MARK_DETECTED, f"{halt.get('check')} check fails on {tier}", at)
+        self.mark(MARK_HALTED, f"{tier} halted", at)
         wait_until(lambda: self._serving(self.good), 300, "tiers back on the good release", 0.5)
-        self.mark(MARK_RECOVERED, f"{first} rolled back")
+        self.mark(MARK_RECOVERED, "every tier back on the good release")
+        halted = [
+            t
+            for t in self.bad
+            if ((self._tier(t).get("status") or {}).get("halt") or {}).get("revision") == self.bad[t]
+        ]
 
-        def replay_job() -> dict[str, Any] | None:
-            job = (self._tier(first).get("status") or {}).get("replayJob")
-            return job if job and job.get("revision") == self.bad[first] else None
+        def replay_jobs() -> list[dict[str, Any]] | None:
+            jobs = [(self._tier(t).get("status") or {}).get("replayJob") for t in halted]
+            mine = [j for t, j in zip(halted, jobs, strict=True) if j and j.get("revision") == self.bad[t]]
+            return mine if len(mine) == len(halted) else None
 
         try:
-            job = wait_until(replay_job, 120, "automatic replay job", 0.5)
+            jobs = wait_until(replay_jobs, 120, "automatic replay jobs", 0.5)
         except StackError as exc:
             log.warning("Drill saw no automatic replay namespace=%s error=%s", self.namespace, exc)
             return
-        self.mark(MARK_REPLAY_STARTED, "automatic replay started", _ts(job.get("createdAt")))
+        created = min(_ts(j.get("createdAt")) or time.time() for j in jobs)
+        self.mark(MARK_REPLAY_STARTED, "automatic replay started", created)
         try:
-            job = wait_until(
+            jobs = wait_until(
                 lambda: (
-                    (j := replay_job()) is not None
-                    and j.get("state") in ("done", "failed", "cancelled")
-                    and j
+                    (found := replay_jobs()) is not None
+                    and all(j.get("state") in REPLAY_ENDED for j in found)
+                    and found
                 ),
                 300,
                 "automatic replay done",
                 0.5,
             )
-            self.mark(MARK_REPLAY_DONE, f"automatic replay {job.get('state')}")
+            states = sorted({str(j.get("state")) for j in jobs})
+            self.mark(MARK_REPLAY_DONE, f"automatic replay {'/'.join(states)}")
         except StackError as exc:
             log.warning("Drill replay unfinished namespace=%s error=%s", self.namespace, exc)
 

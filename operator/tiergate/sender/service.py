@@ -51,6 +51,7 @@ class WorkerService:
         self.store_ok = False
         self.store_error = "not opened"
         self.phase = "starting"
+        self._started = time.monotonic()
         self._stop = asyncio.Event()
         labels = {"tier": settings.tier, "revision": settings.revision}
         self._ready_gauge = metrics.WORKER_READY.labels(**labels)
@@ -129,7 +130,9 @@ class WorkerService:
                     await asyncio.wait_for(self._stop.wait(), s.faults.slow_start)
             tasks.append(asyncio.create_task(self._store_watch(), name="store-watch"))
             tasks.append(asyncio.create_task(self._gauges(), name="gauges"))
-            if s.faults.no_bind:
+            if s.faults.delayed:
+                tasks.append(asyncio.create_task(self._fault_clock(), name="fault-clock"))
+            if s.faults.no_bind_at_start:
                 self.phase = "no-bind"
                 log.warning("Sending service not started fault=no-bind tier=%s", s.tier)
                 await self._stop.wait()
@@ -140,8 +143,10 @@ class WorkerService:
             connector = connector_from_url(
                 s.upstream_url, system_id=s.system_id, password=s.password, window=s.window, rate=s.rate
             )
-            if s.faults.fail_submits:
-                connector = FaultyConnector(connector, s.faults.fail_submits)
+            if s.faults.fail_submits or s.faults.no_bind:
+                connector = FaultyConnector(
+                    connector, s.faults.fail_submits, unbind=s.faults.no_bind, failing=self.fault_in_effect
+                )
             self.connector = connector
             await connector.start()
             options = WorkerOptions(
@@ -167,6 +172,20 @@ class WorkerService:
                 await self.store.close()
             await self.http.stop()
             log.info("Worker process stopped tier=%s", s.tier)
+
+    def fault_in_effect(self) -> bool:
+        """Whether the fault switch's failure holds now (``fail-after`` counts from the start)."""
+        return self.settings.faults.failing(time.monotonic() - self._started)
+
+    async def _fault_clock(self) -> None:
+        faults = self.settings.faults
+        await asyncio.sleep(max(0.0, faults.fail_after - (time.monotonic() - self._started)))
+        log.warning(
+            "Fault in effect faults=%s tier=%s after_seconds=%g",
+            faults.describe(),
+            self.settings.tier,
+            faults.fail_after,
+        )
 
     async def _wait_for_store(self) -> Store | None:
         delay = 0.5

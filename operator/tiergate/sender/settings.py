@@ -70,9 +70,11 @@ def worker_settings(
     if not upstream:
         raise ConfigError("No upstream: pass --upstream or set TIERGATE_UPSTREAM_URL")
     fault_spec = faults if faults is not None else env.get("TIERGATE_FAULTS", "")
+    traffic_class = traffic_class or env.get("TIERGATE_TRAFFIC_CLASS") or tier
+    switch = parse_faults(fault_spec, allowed=allowed_from_env(env.get(ALLOW_ENV)))
     return WorkerSettings(
         tier=tier,
-        traffic_class=traffic_class or env.get("TIERGATE_TRAFFIC_CLASS") or tier,
+        traffic_class=traffic_class,
         revision=revision or env.get("TIERGATE_REVISION") or "unknown",
         store_url=store_url or env.get("TIERGATE_STORE_URL") or default_store_url(env),
         upstream_url=upstream,
@@ -80,7 +82,7 @@ def worker_settings(
         password=env.get("TIERGATE_SMPP_PASSWORD", ""),
         host=host or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
         port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
-        faults=parse_faults(fault_spec, allowed=allowed_from_env(env.get(ALLOW_ENV))),
+        faults=switch.for_traffic_class(traffic_class),
         window=window or _int(env, "TIERGATE_WINDOW", 256),
         rate=rate if rate is not None else _float_or_none(env, "TIERGATE_UPSTREAM_RATE"),
         max_attempts=max_attempts or _int(env, "TIERGATE_MAX_ATTEMPTS", 8),

@@ -126,6 +126,10 @@ INVALID: list[tuple[str, Any, str]] = [
         lambda s: s["healthGate"].update(checks=[{"name": "h", "http": {"port": 70000}}]),
         "port",
     ),
+    ("no check", lambda s: s["healthGate"].update(checks=[]), "set readinessOnly: true"),
+    ("no health gate", lambda s: s.pop("healthGate"), "spec.healthGate"),
+    ("bad watch", lambda s: s["healthGate"].update(watch="forever"), "spec.healthGate.watch"),
+    ("unknown onFleetHalt", lambda s: s.update(onFleetHalt="Panic"), "spec.onFleetHalt"),
 ]
 
 

@@ -6,12 +6,10 @@ store to the test SMSC, so the health stack judges what the workers really did.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -22,16 +20,19 @@ import pytest
 from kubernetes import client
 from tests.plugins.operator import (
     FLEET_TIERS,
+    DeploymentSampler,
     OperatorProcess,
     Traffic,
     all_signed_off,
     create_tiers,
-    example_fleet,
+    gated_fleet,
     get_tier,
     patch_tier,
     phases,
-    quick_checks,
     release,
+    replica_set_revisions,
+    serving,
+    set_gate,
     wait_for,
 )
 from tests.plugins.prometheus import PrometheusServer
@@ -41,76 +42,7 @@ from tiergate.domain.revision import revision_of
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(900)]
 
 TIERS = FLEET_TIERS
-WINDOW = "15s"
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
-
-
-def gated_fleet(**gate: Any) -> list[dict[str, Any]]:
-    """The example fleet with a quick, complete health stack."""
-    checks = [
-        *quick_checks(WINDOW),
-        {"name": "discards", "discardBudget": {"max": 1000}},
-    ]
-    settings = {"progressDeadline": "30s", "bake": "4s", "interval": "1s", "failureLimit": 2, **gate}
-    docs = example_fleet(gate=settings)
-    for doc in docs:
-        doc["spec"]["healthGate"]["checks"] = copy.deepcopy(checks)
-    return docs
-
-
-class DeploymentSampler:
-    """Records, every 100 ms, which revision each tier's Deployment template holds."""
-
-    def __init__(self, kube_api: client.ApiClient, namespace: str) -> None:
-        self.apps = client.AppsV1Api(kube_api)
-        self.namespace = namespace
-        self.samples: list[tuple[float, dict[str, str | None]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            deps = self.apps.list_namespaced_deployment(self.namespace).items
-            current = {
-                d.metadata.name: d.spec.template.metadata.labels.get("tiergate.io/revision") for d in deps
-            }
-            self.samples.append((time.monotonic(), current))
-            time.sleep(0.1)
-
-    def __enter__(self) -> DeploymentSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def ever_ran(self, tier: str, revision: str) -> bool:
-        """Whether the tier's Deployment ever held that revision."""
-        return any(s.get(tier) == revision for _, s in self.samples)
-
-
-def serving(kube_api: client.ApiClient, namespace: str, tier: str, revision: str) -> bool:
-    """True when the tier's Deployment holds ``revision`` and all its replicas are Ready."""
-    dep = client.AppsV1Api(kube_api).read_namespaced_deployment(tier, namespace)
-    held = dep.spec.template.metadata.labels.get("tiergate.io/revision")
-    return bool(held == revision and (dep.status.ready_replicas or 0) == dep.spec.replicas)
-
-
-def set_gate(kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **gate: str) -> None:
-    """Change the health gate of every tier (a spec change that is not a new revision)."""
-    for doc in docs:
-        patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"healthGate": gate}})
-
-
-def replica_set_revisions(kube_api: client.ApiClient, namespace: str, tier: str) -> set[str]:
-    """Every revision a tier's Deployment was ever given, from its ReplicaSets' labels."""
-    sets = (
-        client.AppsV1Api(kube_api)
-        .list_namespaced_replica_set(namespace, label_selector=f"tiergate.io/tier={tier}")
-        .items
-    )
-    return {rs.metadata.labels.get("tiergate.io/revision") for rs in sets}
 
 
 @pytest.fixture
@@ -195,53 +127,139 @@ def test_workers_that_never_become_ready_halt_tier_0_which_rolls_back(
         assert bad[t] not in replica_set_revisions(kube_api, namespace, t), f"{t} ran the bad template"
 
 
-def test_a_rolling_tier_stops_when_a_lower_tier_takes_the_release_after_it(
+def test_a_release_applied_to_priority_alone_waits_and_the_override_rolls_it(
+    kube_api: client.ApiClient,
+    namespace: str,
+    kubeconfig_path: Path,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    docs, _, first = fleet
+    by_name = {d["metadata"]["name"]: d for d in docs}
+    with DeploymentSampler(kube_api, namespace) as sampler:
+        new = release(kube_api, namespace, [by_name["priority"]], RELEASE="p1")["priority"]
+        wait_for(
+            lambda: phases(kube_api, namespace)["priority"] == "Waiting", timeout=60, what="priority waits"
+        )
+        time.sleep(4)
+        st = get_tier(kube_api, namespace, "priority")["status"]
+        assert st["phase"] == "Waiting" and st["waitingFor"] == "bulk", st
+        assert st["release"] == new and f"apply release {new} to tier bulk first" in st["message"], st
+        assert not sampler.ever_ran("priority", new), "priority took a release no lower tier ran"
+        events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+        waits = [
+            e
+            for e in events
+            if e.involved_object.name == "priority" and e.reason == "ReleaseNotSignedOffBelow"
+        ]
+        assert waits and new in waits[0].message and "bulk" in waits[0].message, waits
+        _cli(kubeconfig_path, namespace, "promote", "priority", "--untested-release", "--who", "carol")
+        wait_for(
+            lambda: all_signed_off(kube_api, namespace, {**first, "priority": new}),
+            timeout=120,
+            what="priority signed off on the override",
+        )
+    st = get_tier(kube_api, namespace, "priority")["status"]
+    assert st["untestedRelease"]["release"] == new and st["untestedRelease"]["by"].startswith("carol@"), st
+    assert serving(kube_api, namespace, "priority", new)
+    events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    override = [e for e in events if e.involved_object.name == "priority" and e.reason == "UntestedRelease"]
+    assert override and override[0].type == "Warning" and "carol@" in override[0].message, override
+    for t in ("bulk", "standard"):
+        assert get_tier(kube_api, namespace, t)["status"]["signedOffRevision"] == first[t]
+
+
+def test_a_lower_tier_superseded_mid_bake_keeps_the_higher_tiers_off_that_release(
     kube_api: client.ApiClient,
     namespace: str,
     fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
 ) -> None:
-    # A sync that reaches bulk only after standard's settle time: standard has already started.
-    docs, op, first = fleet
-    set_gate(kube_api, namespace, docs, progressDeadline="20s")
+    docs, _, _ = fleet
     by_name = {d["metadata"]["name"]: d for d in docs}
-    faults = {"TIERGATE_FAULTS": "no-bind", "TIERGATE_ALLOW_FAULTS": "1"}
+    patch_tier(kube_api, namespace, "bulk", {"spec": {"healthGate": {"bake": "20s"}}})
     with DeploymentSampler(kube_api, namespace) as sampler:
-        bad = release(kube_api, namespace, [by_name["standard"], by_name["priority"]], **faults)
+        third = release(kube_api, namespace, docs, RELEASE="3")
+        wait_for(lambda: phases(kube_api, namespace)["bulk"] == "Baking", timeout=90, what="bulk baking 3")
+        fourth = release(kube_api, namespace, [by_name["bulk"]], RELEASE="4")
         wait_for(
-            lambda: phases(kube_api, namespace)["standard"] == "Progressing",
-            timeout=60,
-            interval=0.2,
-            what="standard rolling out",
+            lambda: (
+                (get_tier(kube_api, namespace, "bulk").get("status") or {}).get("signedOffRevision")
+                == fourth["bulk"]
+            ),
+            timeout=120,
+            what="bulk signed off release 4",
         )
-        bad |= release(kube_api, namespace, [by_name["bulk"]], **faults)
+        time.sleep(4)
+        for t in ("standard", "priority"):
+            st = get_tier(kube_api, namespace, t)["status"]
+            assert st["phase"] == "Waiting" and st["waitingFor"] in ("bulk", "standard"), st
+        assert (
+            f"has not run release {third['standard']}"
+            in get_tier(kube_api, namespace, "standard")["status"]["message"]
+        )
+        fourth |= release(kube_api, namespace, [by_name["standard"], by_name["priority"]], RELEASE="4")
         wait_for(
-            lambda: phases(kube_api, namespace)["standard"] == "Waiting",
-            timeout=30,
-            interval=0.2,
-            what="standard stopped",
+            lambda: all_signed_off(kube_api, namespace, fourth), timeout=240, what="release 4 everywhere"
         )
+    bulk = get_tier(kube_api, namespace, "bulk")["status"]
+    assert [h["release"] for h in bulk["history"]][-2:] == [third["bulk"], fourth["bulk"]]
+    assert "signedOffAt" not in bulk["history"][-2], "release 3 was never signed off on bulk"
+    for t in ("standard", "priority"):
+        assert not sampler.ever_ran(t, third[t]), f"{t} ran release 3, which no lower tier signed off"
+        assert third[t] not in replica_set_revisions(kube_api, namespace, t)
+
+
+def _runs(sampler: DeploymentSampler, tier: str) -> list[str | None]:
+    """The revisions a tier's Deployment held, in order, each run once."""
+    out: list[str | None] = []
+    for _, sample in sampler.samples:
+        if tier in sample and (not out or out[-1] != sample[tier]):
+            out.append(sample[tier])
+    return out
+
+
+def test_operator_killed_during_a_fleet_rollback_ends_with_one_rollback_per_tier(
+    kube_api: client.ApiClient,
+    namespace: str,
+    kubeconfig_path: Path,
+    fleet: tuple[list[dict[str, Any]], OperatorProcess, dict[str, str]],
+) -> None:
+    # priority halts on the release (an abort mid-bake) after bulk and standard signed it off:
+    # the fleet policy rolls them back too, while the operator is killed with SIGKILL again and again.
+    docs, op, first = fleet
+    patch_tier(kube_api, namespace, "priority", {"spec": {"healthGate": {"bake": "10m"}}})
+    with DeploymentSampler(kube_api, namespace) as sampler:
+        second = release(kube_api, namespace, docs, RELEASE="8")
         wait_for(
-            lambda: serving(kube_api, namespace, "standard", first["standard"]),
-            timeout=60,
-            what="standard back on its signed-off revision",
+            lambda: phases(kube_api, namespace)["priority"] == "Baking", timeout=240, what="priority baking"
         )
+        _cli(kubeconfig_path, namespace, "abort", "priority", "--who", "dave")
+        for pause in (0.3, 0.6, 1.2, 2.0, 3.0):
+            time.sleep(pause)
+            op.kill()
+            op.start()
         wait_for(
-            lambda: phases(kube_api, namespace)["bulk"] == "RolledBack", timeout=90, what="bulk rolled back"
+            lambda: all(serving(kube_api, namespace, t, first[t]) for t in TIERS),
+            timeout=120,
+            what="every tier back on its signed-off release",
         )
-    assert sampler.ever_ran("standard", bad["standard"]), "standard had started"
-    assert not sampler.ever_ran("priority", bad["priority"])
-    standard = get_tier(kube_api, namespace, "standard")["status"]
-    assert standard["phase"] == "Waiting" and standard["waitingFor"] == "bulk", standard
-    assert standard["signedOffRevision"] == first["standard"] and "halt" not in standard
+        time.sleep(5)
+    assert phases(kube_api, namespace) == dict.fromkeys(TIERS, "RolledBack")
+    bad = second["priority"]
+    for t in TIERS:
+        st = get_tier(kube_api, namespace, t)["status"]
+        assert st["signedOffRevision"] == first[t] and st["currentRevision"] == first[t], st
+        assert st["halt"]["release"] == bad, st["halt"]
+        runs = [h for h in st["history"] if h["release"] == bad]
+        assert len(runs) == 1 and "rolledBackAt" in runs[0], runs
+        assert _runs(sampler, t)[-2:] == [second[t], first[t]], f"{t}: {_runs(sampler, t)}"
+        assert _runs(sampler, t).count(first[t]) == 2, f"{t} rolled back more than once: {_runs(sampler, t)}"
+        if t != "priority":
+            assert st["halt"]["cause"] == f"tier priority halted release {bad}", st["halt"]
+            assert st["halt"]["haltedBy"] == "priority" and st["halt"]["check"] == "fleet"
     events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
-    yielded = [e for e in events if e.involved_object.name == "standard" and e.reason == "YieldedToLowerTier"]
-    assert yielded and yielded[0].type == "Warning" and "bulk" in yielded[0].message, yielded
-    counted = [
-        line
-        for line in op.metrics().splitlines()
-        if line.startswith("tiergate_operator_rollouts_yielded_total{") and f'namespace="{namespace}"' in line
-    ]
-    assert counted and float(counted[0].rsplit(" ", 1)[1]) == 1, counted
+    for t in ("bulk", "standard"):
+        rolled = [e for e in events if e.involved_object.name == t and e.reason == "FleetRolledBack"]
+        assert sum(e.count or 1 for e in rolled) == 1, [(e.message, e.count) for e in rolled]
 
 
 def test_failing_sends_are_caught_by_the_prometheus_check(

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from tiergate.api.v1alpha1 import SenderTier, SenderTierSpec
+from tiergate.api.v1alpha1 import HealthGate, SenderTier, SenderTierSpec
 from tiergate.cli import render_crd
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -72,13 +73,15 @@ def test_examples_parse_as_models(path: Path) -> None:
 def test_printer_columns_name_what_on_call_reads() -> None:
     crd = yaml.safe_load(CRD_PATH.read_text())
     names = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    for wanted in ("Fleet", "Order", "Phase", "Revision", "Signed-Off", "Age"):
+    for wanted in ("Fleet", "Order", "Phase", "Release", "Revision", "Signed-Off", "Age"):
         assert wanted in names
 
 
-def test_health_gate_default_is_the_models_default() -> None:
-    from tiergate.api.v1alpha1 import HealthGate
-
+def test_a_health_gate_is_required_and_needs_a_check_unless_readiness_only() -> None:
     spec = _schema()["properties"]["spec"]
-    expected = HealthGate().model_dump(by_alias=True, exclude_none=True, mode="json")
-    assert spec["properties"]["healthGate"]["default"] == expected
+    assert "healthGate" in spec["required"] and "default" not in spec["properties"]["healthGate"]
+    rules = [r["rule"] for r in spec["properties"]["healthGate"]["x-kubernetes-validations"]]
+    assert any("readinessOnly" in r and "checks.size() >= 1" in r for r in rules)
+    with pytest.raises(ValidationError, match="readinessOnly"):
+        HealthGate.model_validate({"checks": []})
+    assert HealthGate.model_validate({"checks": [], "readinessOnly": True}).readiness_only

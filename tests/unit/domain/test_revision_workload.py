@@ -24,7 +24,14 @@ def _tier(template: dict[str, Any]) -> SenderTier:
     return SenderTier.model_validate(
         {
             "metadata": {"name": "bulk", "namespace": "ns", "uid": "u-1", "generation": 3},
-            "spec": {"fleet": "f", "order": 0, "trafficClass": "bulk", "replicas": 2, "template": template},
+            "spec": {
+                "fleet": "f",
+                "order": 0,
+                "trafficClass": "bulk",
+                "replicas": 2,
+                "template": template,
+                "healthGate": {"readinessOnly": True},
+            },
         }
     )
 

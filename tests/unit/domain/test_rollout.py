@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from tests.unit.domain.rollout_cases import NEW, R_NEW, R_OLD, T0, ctx, ready, step
 
 from tiergate.api.v1alpha1 import Phase, SenderTier, SenderTierStatus
 from tiergate.domain.checks import Observation, Result
-from tiergate.domain.revision import revision_of
 from tiergate.domain.rollout import (
     Context,
-    Decision,
-    DeploymentView,
     Peer,
     Requests,
     Source,
@@ -23,13 +21,7 @@ from tiergate.domain.rollout import (
     evaluation_due,
 )
 
-T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-OLD = {"spec": {"containers": [{"name": "w", "image": "tiergate:1"}]}}
-NEW = {"spec": {"containers": [{"name": "w", "image": "tiergate:2"}]}}
-R_OLD, R_NEW = revision_of(OLD), revision_of(NEW)
-
-
-GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2}
+GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2, "readinessOnly": True}
 
 
 def tier(
@@ -50,24 +42,10 @@ def tier(
                 "template": template,
                 "onFailure": on_failure,
                 # No settle time unless a test asks for it: settle has tests of its own below.
-                "healthGate": {"settle": "0s", **(gate or GATE)},
+                "healthGate": {"settle": "0s", "readinessOnly": True, **(gate or GATE)},
             },
             "status": status or {},
         }
-    )
-
-
-def ready(rev: str) -> DeploymentView:
-    return DeploymentView(
-        exists=True,
-        revision=rev,
-        replicas=2,
-        total=2,
-        updated=2,
-        ready=2,
-        available=2,
-        generation=1,
-        observed_generation=1,
     )
 
 
@@ -79,21 +57,6 @@ def test_mid_rollout_counts_are_not_a_finished_rollout() -> None:
     assert ready(R_NEW).rolled_out(R_NEW, 2)
     assert not replace(ready(R_NEW), observed_generation=0).rolled_out(R_NEW, 2)
     assert not ready(R_OLD).rolled_out(R_NEW, 2)
-
-
-def ctx(t: SenderTier, now: datetime = T0, **kw: Any) -> Context:
-    return Context(
-        tier=t,
-        spec_revision=revision_of(t.spec.template.model_dump(by_alias=True, exclude_unset=True)),
-        now=now,
-        **kw,
-    )
-
-
-def step(c: Context, **kw: Any) -> tuple[Context, Decision]:
-    """Decide, then feed the decided status back as the next context's status."""
-    d = decide(replace(c, **kw))
-    return c.with_status(d.status), d
 
 
 def passing() -> tuple[Observation, ...]:
@@ -150,7 +113,7 @@ HIGHER_MOVING = Peer("priority", 2, R_NEW, R_OLD, Phase.WAITING)
     ],
 )
 def test_blocker(peers: tuple[Peer, ...], paused: bool, blocked_by: str | None) -> None:
-    b = blocker("standard", 1, peers, paused)
+    b = blocker("standard", 1, peers, paused, R_NEW)
     if blocked_by is None and not paused:
         assert b is None
     elif paused:
@@ -179,7 +142,7 @@ def test_idle_transitions(
     assert d.deployment.source is source
     if phase is Phase.WAITING:
         assert d.status.waiting_for == "bulk"
-        assert d.events and d.events[0].reason.value == "TierWaiting"
+        assert d.events and d.events[0].reason.value in ("TierWaiting", "ReleaseNotSignedOffBelow")
     if phase is Phase.PROGRESSING:
         assert d.status.rollout is not None and d.status.rollout.started_at == T0
         assert d.deployment.revision == R_NEW
@@ -511,8 +474,8 @@ def test_a_new_spec_restarts_the_settle_time() -> None:
     [
         ("Progressing", LOWER_HALTED, "is halted"),
         ("Baking", LOWER_HALTED, "is halted"),
-        ("Progressing", LOWER_MOVING, "is not signed off yet"),
-        ("Baking", LOWER_MOVING, "is not signed off yet"),
+        ("Progressing", LOWER_MOVING, f"has not signed off release {R_NEW} yet"),
+        ("Baking", LOWER_MOVING, f"has not signed off release {R_NEW} yet"),
     ],
 )
 def test_a_rolling_tier_stops_when_a_lower_tier_halts_or_moves(phase: str, peer: Peer, why: str) -> None:

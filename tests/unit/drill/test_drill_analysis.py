@@ -15,9 +15,11 @@ from tiergate.drill.analysis import (
     MARK_DETECTED,
     MARK_HALTED,
     MARK_HUMAN,
+    MARK_ONSET,
     MARK_RECOVERED,
     MARK_RELEASE,
     MARK_STEADY,
+    MARK_TIER_RESTORED,
     MARK_TRAFFIC_END,
     RATE_LIMITED,
     SERVER_ERROR,
@@ -211,6 +213,36 @@ def test_summary_of_a_recorded_run() -> None:
     assert r["human_actions"] == 2
     assert r["human_action_list"] == ["manual rollback", "manual replay"]
     assert r["bad_beyond_first_tier"] == ["priority", "standard"]
+    assert (r["onset_after_release_s"], r["time_onset_to_recover_s"], r["tiers_restored_s"]) == (
+        None,
+        None,
+        [],
+    )
+
+
+def test_a_late_failure_is_timed_from_its_onset_and_tiers_restored_in_order() -> None:
+    rec = recording(
+        [Sent("bulk", "c", 1.0, ACCEPTED, "m")],
+        [Fate("m", "delivered", 1.5)],
+        marks=[
+            Mark(10.0, MARK_RELEASE, "release"),
+            Mark(131.0, MARK_ONSET, "failure begins"),
+            Mark(150.0, MARK_TIER_RESTORED, "bulk"),
+            Mark(141.5, MARK_TIER_RESTORED, "priority"),
+            Mark(146.0, MARK_TIER_RESTORED, "standard"),
+            Mark(150.0, MARK_RECOVERED, "every tier back"),
+        ],
+    )
+    r = summarise(rec)
+    assert r["onset_after_release_s"] == 121.0
+    assert r["time_onset_to_recover_s"] == 19.0
+    assert r["tiers_restored_s"] == [("priority", 10.5), ("standard", 15.0), ("bulk", 19.0)]
+    table = markdown([r])
+    assert (
+        "| Tiers restored, in order (s after the onset) | priority 10.5 s, standard 15 s, bulk 19 s |"
+        in table
+    )
+    assert "| Failure onset to all tiers back | 19 s |" in table
 
 
 def test_an_unreplayed_bad_discard_leaves_replay_incomplete() -> None:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from kubernetes import client
 
 from tiergate.api.v1alpha1 import SenderTier
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION
-from tiergate.drill.cli import settings_for
-from tiergate.drill.scenario import SHORT, bad_env, baseline_deployment, fleet_docs, with_env
+from tiergate.drill.cli import chosen_scenarios, settings_for
+from tiergate.drill.scenario import (
+    SHORT,
+    Sampler,
+    bad_env,
+    baseline_deployment,
+    fail_after,
+    fleet_docs,
+    with_env,
+)
+from tiergate.sender.faults import parse_faults
 
 
 def _env(container: dict[str, object]) -> dict[str, object]:
@@ -41,9 +53,66 @@ def test_both_modes_run_the_same_worker_template() -> None:
     assert base == gated
 
 
-@pytest.mark.parametrize(("scenario", "fault"), [("no-bind", "no-bind"), ("fail-share", "fail-submits=0.5")])
-def test_the_bad_release_is_the_fault_switch(scenario: str, fault: str) -> None:
-    assert bad_env(scenario, settings_for(False)) == {"TIERGATE_FAULTS": fault, "TIERGATE_ALLOW_FAULTS": "1"}
+@pytest.mark.parametrize(
+    ("scenario", "short", "fault", "after"),
+    [
+        ("no-bind", False, "no-bind", 0.0),
+        ("fail-share", False, "fail-submits=0.5", 0.0),
+        ("late-failure", False, "fail-submits=0.5,fail-after=120", 120.0),
+        ("late-failure", True, "fail-submits=0.5,fail-after=30", 30.0),
+    ],
+)
+def test_the_bad_release_is_the_fault_switch(scenario: str, short: bool, fault: str, after: float) -> None:
+    settings = settings_for(short)
+    env = bad_env(scenario, settings)
+    assert env == {"TIERGATE_FAULTS": fault, "TIERGATE_ALLOW_FAULTS": "1"}
+    assert (
+        parse_faults(env["TIERGATE_FAULTS"], allowed=True).fail_after
+        == after
+        == fail_after(scenario, settings)
+    )
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_the_late_failure_falls_inside_the_watch(short: bool) -> None:
+    # A tier signs off a bake after Ready, and its checks must still run when the fault starts.
+    settings = settings_for(short)
+    gate = fleet_docs(settings, "tiergate")[0]["spec"]["healthGate"]
+    assert gate["watch"] == f"{settings.watch}s"
+    assert settings.bake < settings.late_after
+    assert settings.late_after + settings.interval * settings.failure_limit < settings.watch
+
+
+@pytest.mark.parametrize(
+    ("scenario", "short", "expected"),
+    [
+        (None, False, ["no-bind", "fail-share", "late-failure"]),
+        (None, True, ["no-bind", "fail-share"]),
+        ("all", True, ["no-bind", "fail-share", "late-failure"]),
+        ("late-failure", True, ["late-failure"]),
+    ],
+)
+def test_short_leaves_the_late_failure_out_unless_asked(
+    scenario: str | None, short: bool, expected: list[str]
+) -> None:
+    assert chosen_scenarios(scenario, short) == expected
+
+
+def test_the_sampler_finds_when_each_tier_was_restored_and_the_first_bad_start() -> None:
+    sampler = Sampler(client.ApiClient(), "ns", Path("/nonexistent.db"), tiergate=True)
+    sampler.deployments = [
+        (1.0, {"bulk": ("good", 2, 2), "priority": ("good", 2, 2)}),
+        (2.0, {"bulk": ("bad", 2, 2), "priority": ("bad", 2, 1)}),
+        (3.0, {"bulk": ("bad", 2, 2), "priority": ("good", 2, 1)}),
+        (4.0, {"bulk": ("good", 2, 1), "priority": ("good", 2, 2)}),
+        (5.0, {"bulk": ("good", 2, 2), "priority": ("good", 2, 2)}),
+    ]
+    bad = {"bulk": "bad", "priority": "bad", "standard": "bad"}
+    good = {"bulk": "good", "priority": "good", "standard": "good"}
+    assert sampler.restored(bad, good) == {"priority": 4.0, "bulk": 5.0}
+    sampler.started = {("bulk", "good"): 0.5, ("bulk", "bad"): 2.2, ("priority", "bad"): 2.1}
+    assert sampler.first_start(bad) == 2.1
+    assert sampler.first_start({"standard": "bad"}) is None
 
 
 def test_the_baseline_deployment_is_2020_plain() -> None:

@@ -20,7 +20,7 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 GENERATION = 3
 TEMPLATE = {"spec": {"containers": [{"name": "worker", "image": "tiergate:2"}]}}
 REVISION = revision_of(TEMPLATE)
-GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2}
+GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2, "readinessOnly": True}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,14 @@ from tiergate.sender.settings import api_settings, parse_tokens, token_digest, w
         ("fail-submits=0.3", Faults(fail_submits=0.3)),
         ("slow-start=5", Faults(slow_start=5.0)),
         (" no-bind , fail-submits=1 ", Faults(no_bind=True, fail_submits=1.0)),
+        ("no-bind,fail-after=120", Faults(no_bind=True, fail_after=120.0)),
+        ("fail-submits=0.5,fail-after=2.5", Faults(fail_submits=0.5, fail_after=2.5)),
+        ("no-bind,fail-class=priority", Faults(no_bind=True, fail_class="priority")),
+        ("slow-start=1,fail-class=bulk", Faults(slow_start=1.0, fail_class="bulk")),
+        (
+            "fail-class=priority,fail-after=60,fail-submits=1",
+            Faults(fail_submits=1.0, fail_after=60.0, fail_class="priority"),
+        ),
     ],
 )
 def test_faults_parse_when_allowed(spec: str, expected: Faults) -> None:
@@ -36,16 +44,84 @@ def test_faults_refused_without_allow_flag(spec: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["explode", "fail-submits=2", "fail-submits=x", "slow-start=-1", "no-bind=1"]
+    "spec",
+    [
+        "explode",
+        "fail-submits=2",
+        "fail-submits=x",
+        "slow-start=-1",
+        "no-bind=1",
+        "fail-after=10",
+        "slow-start=5,fail-after=10",
+        "no-bind,fail-after=-1",
+        "no-bind,fail-after=soon",
+        "fail-class=priority",
+        "no-bind,fail-class=",
+        "fail-after=5,fail-class=priority",
+    ],
 )
 def test_bad_faults(spec: str) -> None:
     with pytest.raises(ConfigError):
         parse_faults(spec, allowed=True)
 
 
-def test_faults_describe_round_trips() -> None:
-    faults = Faults(no_bind=True, fail_submits=0.25, slow_start=3)
+@pytest.mark.parametrize(
+    "faults",
+    [
+        Faults(no_bind=True, fail_submits=0.25, slow_start=3),
+        Faults(no_bind=True, fail_after=90, fail_class="priority"),
+        Faults(fail_submits=1, fail_after=0.5),
+    ],
+)
+def test_faults_describe_round_trips(faults: Faults) -> None:
     assert parse_faults(faults.describe(), allowed=True) == faults
+
+
+@pytest.mark.parametrize(
+    ("spec", "no_bind_at_start", "delayed", "failing_at"),
+    [
+        ("no-bind", True, False, {0.0: True, 5.0: True}),
+        ("fail-submits=1", False, False, {0.0: True}),
+        ("no-bind,fail-after=120", False, True, {0.0: False, 119.9: False, 120.0: True, 500.0: True}),
+        ("fail-submits=0.5,fail-after=3", False, True, {2.9: False, 3.0: True}),
+        ("slow-start=4", False, False, {0.0: True}),
+    ],
+)
+def test_fault_timing(
+    spec: str, no_bind_at_start: bool, delayed: bool, failing_at: dict[float, bool]
+) -> None:
+    faults = parse_faults(spec, allowed=True)
+    assert (faults.no_bind_at_start, faults.delayed) == (no_bind_at_start, delayed)
+    assert {elapsed: faults.failing(elapsed) for elapsed in failing_at} == failing_at
+
+
+@pytest.mark.parametrize(
+    ("spec", "traffic_class", "kept"),
+    [
+        ("no-bind,fail-class=priority", "priority", True),
+        ("no-bind,fail-class=priority", "bulk", False),
+        ("fail-submits=1,fail-after=60,fail-class=priority", "standard", False),
+        ("no-bind", "bulk", True),
+    ],
+)
+def test_fault_class_limits_the_switch(spec: str, traffic_class: str, kept: bool) -> None:
+    faults = parse_faults(spec, allowed=True)
+    assert faults.for_traffic_class(traffic_class) == (faults if kept else Faults())
+
+
+@pytest.mark.parametrize(
+    ("traffic_class", "expected"), [("priority", "no-bind,fail-class=priority"), ("bulk", "")]
+)
+def test_worker_settings_apply_the_fault_class(traffic_class: str, expected: str) -> None:
+    env = {
+        "TIERGATE_TIER": "t",
+        "TIERGATE_UPSTREAM_URL": "smpp://h:1",
+        "TIERGATE_STORE_URL": "sqlite:///x.db",
+        "TIERGATE_FAULTS": "no-bind,fail-class=priority",
+        "TIERGATE_ALLOW_FAULTS": "1",
+        "TIERGATE_TRAFFIC_CLASS": traffic_class,
+    }
+    assert worker_settings(tier=None, env=env).faults.describe() == expected
 
 
 def test_worker_settings_from_env(tmp_path: object) -> None:

@@ -97,20 +97,33 @@ class Connector(abc.ABC):
 
 
 class FaultyConnector(Connector):
-    """Wraps a connector and fails a share of submits, for the ``fail-submits`` fault."""
+    """Wraps a connector for the fault switch: fails a share of submits, or reports unbound.
+
+    Both hold only while ``failing()`` says so (``fail-after``: a release that works first).
+    """
 
     kind = "faulty"
 
-    def __init__(self, inner: Connector, share: float, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        inner: Connector,
+        share: float,
+        *,
+        seed: int | None = None,
+        unbind: bool = False,
+        failing: Callable[[], bool] = lambda: True,
+    ) -> None:
         super().__init__(window=inner.window)
         self.inner = inner
         self.share = share
+        self.unbind = unbind
+        self.failing = failing
         self._rng = random.Random(seed)
 
     @property
     def bound(self) -> bool:
-        """Whether the wrapped connector is bound."""
-        return self.inner.bound
+        """Whether the wrapped connector is bound and no unbind fault is in effect."""
+        return self.inner.bound and not (self.unbind and self.failing())
 
     def on_receipt(self, handler: ReceiptHandler) -> None:
         """Register the receipt handler on the wrapped connector."""
@@ -121,8 +134,10 @@ class FaultyConnector(Connector):
         await self.inner.start()
 
     async def submit(self, message: Outbound) -> str:
-        """Fail this submit with the configured share, else pass it on."""
-        if self._rng.random() < self.share:
+        """Fail this submit while the fault is in effect (unbound, or by share), else pass it on."""
+        if self.unbind and self.failing():
+            raise TransientError("Upstream unbound by fault no-bind", code="not-bound")
+        if self.share and self.failing() and self._rng.random() < self.share:
             raise TransientError("Injected submit failure (fault fail-submits)", code="fault")
         return await self.inner.submit(message)
 
