@@ -50,6 +50,9 @@ def worker(
     revision: str = typer.Option(None, help="Template revision (env TIERGATE_REVISION)"),
     store: str = typer.Option(None, help="Store URL (env TIERGATE_STORE_URL)"),
     upstream: str = typer.Option(None, help="smpp://host:port or http(s)://... (env TIERGATE_UPSTREAM_URL)"),
+    connectors: str = typer.Option(
+        None, help="YAML file of upstream connectors (env TIERGATE_CONNECTORS_FILE); wins over --upstream"
+    ),
     host: str = typer.Option(None, help="HTTP host (env TIERGATE_HTTP_HOST, default 0.0.0.0)"),
     port: int = typer.Option(None, help="HTTP port (env TIERGATE_HTTP_PORT, default 8080)"),
     window: int = typer.Option(None, help="Submits in flight (env TIERGATE_WINDOW, default 256)"),
@@ -68,6 +71,7 @@ def worker(
             revision=revision,
             store_url=store,
             upstream_url=upstream,
+            connectors_file=connectors,
             host=host,
             port=port,
             window=window,

@@ -1,25 +1,40 @@
-"""A token bucket, so one connector never submits faster than its contract allows."""
+"""A token bucket, so one connector never submits faster than its contract allows.
+
+The rate may follow a function of time (`rate_at`), read at every refill: a connector whose
+rate falls on throttling slows its waiting submits at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 
 class TokenBucket:
     """Allows `rate` acquisitions per second on average, bursting to `burst`."""
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        rate_at: Callable[[float], float] | None = None,
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate / 10)
+        self._rate_at = rate_at
         self._tokens = self.burst
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
+        self.waiting = 0
 
     def _refill(self) -> None:
         now = time.monotonic()
+        if self._rate_at is not None:
+            self.rate = self._rate_at(now)
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
@@ -33,10 +48,18 @@ class TokenBucket:
 
     async def acquire(self) -> None:
         """Wait until a token is available, then take it."""
-        async with self._lock:
-            while True:
-                self._refill()
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                await asyncio.sleep((1.0 - self._tokens) / self.rate)
+        self.waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    self._refill()
+                    if self._tokens >= 1.0:
+                        self._tokens -= 1.0
+                        return
+                    await asyncio.sleep((1.0 - self._tokens) / self.rate)
+        finally:
+            self.waiting -= 1
+
+    def backlog(self) -> float:
+        """Seconds until the submits waiting now have their tokens."""
+        return max(0.0, self.waiting - self._tokens) / self.rate

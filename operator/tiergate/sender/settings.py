@@ -2,6 +2,8 @@
 
 Pods get their settings from the environment (the operator sets ``TIERGATE_TIER``,
 ``TIERGATE_REVISION``, ...; SMPP credentials come from a Secret); flags win for local use.
+The upstream connectors come from ``TIERGATE_CONNECTORS_FILE`` (see
+`tiergate.sender.connectors.config`), else from the single ``TIERGATE_UPSTREAM_URL``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tiergate.domain.messages import Rules
+from tiergate.sender.connectors.config import UpstreamSpec, load_upstream, single_upstream
 from tiergate.sender.errors import ConfigError
 from tiergate.sender.faults import ALLOW_ENV, Faults, allowed_from_env, parse_faults
 
@@ -32,14 +35,12 @@ class WorkerSettings:
     traffic_class: str
     revision: str
     store_url: str
-    upstream_url: str
-    system_id: str = field(repr=False, default="")
-    password: str = field(repr=False, default="")
+    upstream: UpstreamSpec
+    credentials: Mapping[str, tuple[str, str]] = field(repr=False, default_factory=dict)
     host: str = "0.0.0.0"
     port: int = 8080
     faults: Faults = field(default_factory=Faults)
     window: int = 256
-    rate: float | None = None
     max_attempts: int = 8
     max_age: float = 6 * 3600.0
     visibility_timeout: float = 60.0
@@ -52,6 +53,7 @@ def worker_settings(
     revision: str | None = None,
     store_url: str | None = None,
     upstream_url: str | None = None,
+    connectors_file: str | None = None,
     host: str | None = None,
     port: int | None = None,
     faults: str | None = None,
@@ -66,23 +68,31 @@ def worker_settings(
     tier = tier or env.get("TIERGATE_TIER", "")
     if not tier:
         raise ConfigError("No tier: pass --tier or set TIERGATE_TIER")
-    upstream = upstream_url or env.get("TIERGATE_UPSTREAM_URL", "")
-    if not upstream:
-        raise ConfigError("No upstream: pass --upstream or set TIERGATE_UPSTREAM_URL")
+    path = connectors_file or env.get("TIERGATE_CONNECTORS_FILE", "")
+    url = upstream_url or env.get("TIERGATE_UPSTREAM_URL", "")
+    window = window or _int(env, "TIERGATE_WINDOW", 256)
+    rate = rate if rate is not None else _float_or_none(env, "TIERGATE_UPSTREAM_RATE")
+    if path:
+        upstream = load_upstream(path)
+    elif url:
+        upstream = single_upstream(url, rate, window)
+    else:
+        raise ConfigError(
+            "No upstream: pass --connectors or --upstream,"
+            " or set TIERGATE_CONNECTORS_FILE or TIERGATE_UPSTREAM_URL"
+        )
     fault_spec = faults if faults is not None else env.get("TIERGATE_FAULTS", "")
     return WorkerSettings(
         tier=tier,
         traffic_class=traffic_class or env.get("TIERGATE_TRAFFIC_CLASS") or tier,
         revision=revision or env.get("TIERGATE_REVISION") or "unknown",
         store_url=store_url or env.get("TIERGATE_STORE_URL") or default_store_url(env),
-        upstream_url=upstream,
-        system_id=env.get("TIERGATE_SMPP_SYSTEM_ID", ""),
-        password=env.get("TIERGATE_SMPP_PASSWORD", ""),
+        upstream=upstream,
+        credentials={c.name: c.credentials(env) for c in upstream.connectors},
         host=host or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
         port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
         faults=parse_faults(fault_spec, allowed=allowed_from_env(env.get(ALLOW_ENV))),
-        window=window or _int(env, "TIERGATE_WINDOW", 256),
-        rate=rate if rate is not None else _float_or_none(env, "TIERGATE_UPSTREAM_RATE"),
+        window=window if path == "" else max(window, sum(c.window * c.binds for c in upstream.connectors)),
         max_attempts=max_attempts or _int(env, "TIERGATE_MAX_ATTEMPTS", 8),
         max_age=max_age or float(_float_or_none(env, "TIERGATE_MAX_AGE") or 6 * 3600.0),
         visibility_timeout=float(_float_or_none(env, "TIERGATE_VISIBILITY_TIMEOUT") or 60.0),
