@@ -1,5 +1,8 @@
 """Fixtures for the sender's tests: the smpp34-backed test SMSC, free ports and processes.
 
+`smsc` is one in-process SMSC; `smscs` starts any number of SMSC processes
+(``tiergate sender smsc``) that a test drives over their HTTP switches, kills and restarts.
+
 Register with ``pytest_plugins = ["tests.plugins.smsc"]`` (or the module path in use).
 """
 
@@ -12,8 +15,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +43,24 @@ async def smsc() -> AsyncIterator[TestSmsc]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def smsc_pool() -> AsyncIterator[Callable[..., Awaitable[TestSmsc]]]:
+    """Start in-process test SMSCs on free ports (keyword arguments as `TestSmsc`)."""
+    started: list[TestSmsc] = []
+
+    async def make(**options: Any) -> TestSmsc:
+        server = TestSmsc("127.0.0.1", free_port(), **options)
+        await server.start()
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            await server.stop()
 
 
 @pytest.fixture
@@ -116,6 +138,72 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     yield start
     for proc in procs:
         proc.close()
+
+
+class SmscProc:
+    """A test SMSC process, driven over HTTP (switches, stats, timeline), killed and restarted."""
+
+    def __init__(self, spawn: Callable[..., Proc], name: str, args: list[str]) -> None:
+        self.name = name
+        self.port = free_port()
+        self.stats_port = free_port()
+        self._spawn = spawn
+        self._args = args
+        self.proc = self._start()
+
+    @property
+    def url(self) -> str:
+        """The SMPP URL workers bind to."""
+        return f"smpp://127.0.0.1:{self.port}"
+
+    def _start(self) -> Proc:
+        argv = ["sender", "smsc", "--port", str(self.port), "--stats-port", str(self.stats_port)]
+        proc = self._spawn(*argv, *self._args, env={"TIERGATE_LOG_LEVEL": "WARNING"}, name=self.name)
+        wait_http(f"http://127.0.0.1:{self.stats_port}/healthz", status=200)
+        return proc
+
+    def _http(self, method: str, path: str, body: object = None) -> Any:
+        response = httpx.request(method, f"http://127.0.0.1:{self.stats_port}{path}", json=body, timeout=10.0)
+        response.raise_for_status()
+        return response.json()
+
+    def switch(self, **changes: object) -> dict[str, Any]:
+        """Change the SMSC's switches (see `tiergate.sender.smsc`)."""
+        return dict(self._http("POST", "/switches", changes))
+
+    def stats(self) -> dict[str, Any]:
+        """Its counts (accepted, throttled, duplicates, binds, ...)."""
+        return dict(self._http("GET", "/stats?keys=1"))
+
+    def accepted_rate(self, start: float, end: float) -> float:
+        """Submits/s accepted between two wall-clock times (whole 100 ms bins)."""
+        return binned_rate(self._http("GET", f"/timeline?since={start}")["accepted"], start, end)
+
+    def throttled_between(self, start: float, end: float) -> int:
+        """Submits answered ESME_RTHROTTLED between two wall-clock times."""
+        bins = self._http("GET", f"/timeline?since={start}")["throttled"]
+        return int(binned_rate(bins, start, end) * (end - start))
+
+    def kill(self) -> None:
+        """SIGKILL the SMSC: its sessions die with it."""
+        self.proc.kill9()
+
+    def restart(self) -> None:
+        """Start it again on the same ports (its counts start from zero)."""
+        self.proc = self._start()
+
+
+def binned_rate(bins: dict[str, int], start: float, end: float, width: float = 0.1) -> float:
+    """The per-second rate of 100 ms bins (keyed by wall-clock bin number) within [start, end)."""
+    first, last = round(start / width), round(end / width)
+    total = sum(n for k, n in bins.items() if first <= int(k) < last)
+    return total / ((last - first) * width)
+
+
+@pytest.fixture
+def smscs(spawn: Callable[..., Proc]) -> Callable[..., SmscProc]:
+    """Start test SMSC processes: ``smscs("a", "--receipts")``; all stop at teardown."""
+    return lambda name, *args: SmscProc(spawn, name, list(args))
 
 
 async def eventually(check: Callable[[], object], within: float = 30.0, interval: float = 0.1) -> None:

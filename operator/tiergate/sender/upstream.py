@@ -126,10 +126,12 @@ class Link:
         """Submit within this connector's rate on one of its bound binds; the upstream id."""
         if self.bucket is not None:
             await self.bucket.acquire()
+        now = self._clock()
+        if now < self.paused_until or not self.breaker.allows(now):
+            raise UnavailableError(f"Connector {self.name} is paused or its circuit is open", code="skipped")
         bind = self._bind()
         if bind is None:
             raise UnavailableError(f"Connector {self.name} has no bound bind", code="not-bound")
-        now = self._clock()
         if self.breaker.sent(now):
             log.info("Connector probed connector=%s circuit=half-open", self.name)
         try:
