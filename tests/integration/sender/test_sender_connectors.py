@@ -64,9 +64,12 @@ def connectors_file(tmp_path: Path, *connectors: dict[str, Any]) -> Path:
 
 
 def start_worker(
-    spawn: Callable[..., Proc], tmp_path: Path, store_url: str, config: Path
+    spawn: Callable[..., Proc], tmp_path: Path, store_url: str, config: Path | None, **env: str
 ) -> tuple[Proc, int]:
+    """A worker process on `config` (a connectors file), or on the TIERGATE_UPSTREAM_URL in `env`."""
     port = free_port()
+    if config is not None:
+        env["TIERGATE_CONNECTORS_FILE"] = str(config)
     proc = spawn(
         "sender",
         "worker",
@@ -74,11 +77,11 @@ def start_worker(
             "TIERGATE_TIER": "bulk",
             "TIERGATE_REVISION": "r1",
             "TIERGATE_STORE_URL": store_url,
-            "TIERGATE_CONNECTORS_FILE": str(config),
             "TIERGATE_HTTP_HOST": "127.0.0.1",
             "TIERGATE_HTTP_PORT": str(port),
             "TIERGATE_SMPP_SYSTEM_ID": "esme",
             "TIERGATE_SMPP_PASSWORD": "pw",
+            **env,
         },
         name="worker",
     )
@@ -148,10 +151,12 @@ async def test_two_connectors_are_each_held_to_their_own_cap(
 async def test_a_one_second_throttle_burst_costs_about_two_seconds(
     smscs: Callable[..., SmscProc], spawn: Callable[..., Proc], tmp_path: Path, sqlite_url: str
 ) -> None:
+    # The single-URL form (one connector, "default"): the form the 2**streak pause was found in.
     smsc = smscs("bursty", "--throttle-rate", "500")
     ids = await enqueue(sqlite_url, [message(i) for i in range(7000)])
-    config = connectors_file(tmp_path, {"name": "carrier", "url": smsc.url, "tps": 500, "binds": 2})
-    worker, _ = start_worker(spawn, tmp_path, sqlite_url, config)
+    worker, _ = start_worker(
+        spawn, tmp_path, sqlite_url, None, TIERGATE_UPSTREAM_URL=smsc.url, TIERGATE_UPSTREAM_RATE="500"
+    )
     await asyncio.sleep(await first_accept(smsc) + 3.0 - time.time())
     smsc.switch(throttle=True)
     await asyncio.sleep(1.0)
@@ -161,8 +166,8 @@ async def test_a_one_second_throttle_burst_costs_about_two_seconds(
     after = smsc.accepted_rate(recovered + 2.0, recovered + 3.0)
     assert after >= 0.9 * 500, f"{after:.0f} msg/s 2-3 s after the SMSC recovered"
     log = worker.output()
-    assert len(re.findall("Connector throttled, rate lowered connector=carrier", log)) == 1, log[-3000:]
-    assert "Connector rate recovered connector=carrier" in log
+    assert len(re.findall("Connector throttled, rate lowered connector=default", log)) == 1, log[-3000:]
+    assert "Connector rate recovered connector=default" in log
     counts = await until_drained(sqlite_url, ids)
     assert counts == {"submitted": 7000}, counts
 

@@ -145,7 +145,7 @@ def _where(loc: tuple[int | str, ...], data: object) -> str:
     return "".join(parts)
 
 
-def parse_upstream(text: str, source: str = "connectors") -> UpstreamSpec:
+def parse_upstream(text: str, source: str = "connectors file") -> UpstreamSpec:
     """Parse a connectors document; a bad one raises `ConfigError` naming the field."""
     try:
         data = yaml.safe_load(text)
