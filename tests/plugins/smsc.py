@@ -121,23 +121,34 @@ def wait_http(url: str, timeout: float = 30.0, status: int | None = None) -> htt
     raise TimeoutError(f"{url} did not answer in {timeout}s: {last!r}")
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start ``tiergate`` subprocesses; all are killed at teardown."""
-    procs: list[Proc] = []
-    counter = iter(range(1000))
+class Spawner:
+    """Starts ``tiergate`` subprocesses with logs under `log_dir`; `close` kills them all."""
 
-    def start(*args: str, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[Proc] = []
+        self._counter = iter(range(1000))
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         full_env.update(env or {})
-        proc = Proc(list(args), full_env, tmp_path / f"{name}-{next(counter)}.log")
-        procs.append(proc)
+        proc = Proc(list(args), full_env, self.log_dir / f"{name}-{next(self._counter)}.log")
+        self.procs.append(proc)
         return proc
 
-    yield start
-    for proc in procs:
-        proc.close()
+    def close(self) -> None:
+        """Kill every process still running."""
+        for proc in self.procs:
+            proc.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start ``tiergate`` subprocesses; all are killed at teardown."""
+    spawner = Spawner(tmp_path)
+    yield spawner
+    spawner.close()
 
 
 class SmscProc:
@@ -175,9 +186,13 @@ class SmscProc:
         """Its counts (accepted, throttled, duplicates, binds, ...)."""
         return dict(self._http("GET", "/stats?keys=1"))
 
+    def accepted_bins(self, since: float) -> dict[str, int]:
+        """Submits accepted per 100 ms bin (keyed by wall-clock bin number) from `since`."""
+        return dict(self._http("GET", f"/timeline?since={since}")["accepted"])
+
     def accepted_rate(self, start: float, end: float) -> float:
         """Submits/s accepted between two wall-clock times (whole 100 ms bins)."""
-        return binned_rate(self._http("GET", f"/timeline?since={start}")["accepted"], start, end)
+        return binned_rate(self.accepted_bins(start), start, end)
 
     def throttled_between(self, start: float, end: float) -> int:
         """Submits answered ESME_RTHROTTLED between two wall-clock times."""

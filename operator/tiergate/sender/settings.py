@@ -3,7 +3,9 @@
 Pods get their settings from the environment (the operator sets ``TIERGATE_TIER``,
 ``TIERGATE_REVISION``, ...; SMPP credentials come from a Secret); flags win for local use.
 The upstream connectors come from ``TIERGATE_CONNECTORS_FILE`` (see
-`tiergate.sender.connectors.config`), else from the single ``TIERGATE_UPSTREAM_URL``.
+`tiergate.sender.connectors.config`), else from the same document inline in
+``TIERGATE_CONNECTORS`` (a ConfigMap key as an env var), else from the single
+``TIERGATE_UPSTREAM_URL``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tiergate.domain.messages import Rules
-from tiergate.sender.connectors.config import UpstreamSpec, load_upstream, single_upstream
+from tiergate.sender.connectors.config import UpstreamSpec, load_upstream, parse_upstream, single_upstream
 from tiergate.sender.errors import ConfigError
 from tiergate.sender.faults import ALLOW_ENV, Faults, allowed_from_env, parse_faults
 
@@ -72,14 +74,17 @@ def worker_settings(
     url = upstream_url or env.get("TIERGATE_UPSTREAM_URL", "")
     window = window or _int(env, "TIERGATE_WINDOW", 256)
     rate = rate if rate is not None else _float_or_none(env, "TIERGATE_UPSTREAM_RATE")
+    inline = env.get("TIERGATE_CONNECTORS", "")
     if path:
         upstream = load_upstream(path)
+    elif inline.strip():
+        upstream = parse_upstream(inline, "TIERGATE_CONNECTORS")
     elif url:
         upstream = single_upstream(url, rate, window)
     else:
         raise ConfigError(
             "No upstream: pass --connectors or --upstream,"
-            " or set TIERGATE_CONNECTORS_FILE or TIERGATE_UPSTREAM_URL"
+            " or set TIERGATE_CONNECTORS_FILE, TIERGATE_CONNECTORS or TIERGATE_UPSTREAM_URL"
         )
     fault_spec = faults if faults is not None else env.get("TIERGATE_FAULTS", "")
     return WorkerSettings(
@@ -92,7 +97,7 @@ def worker_settings(
         host=host or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
         port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
         faults=parse_faults(fault_spec, allowed=allowed_from_env(env.get(ALLOW_ENV))),
-        window=window if path == "" else max(window, sum(c.window * c.binds for c in upstream.connectors)),
+        window=max(window, sum(c.window * c.binds for c in upstream.connectors)),
         max_attempts=max_attempts or _int(env, "TIERGATE_MAX_ATTEMPTS", 8),
         max_age=max_age or float(_float_or_none(env, "TIERGATE_MAX_AGE") or 6 * 3600.0),
         visibility_timeout=float(_float_or_none(env, "TIERGATE_VISIBILITY_TIMEOUT") or 60.0),

@@ -9,7 +9,6 @@ SMSCs' own 100 ms timelines over windows of several seconds, after the worker ha
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable
@@ -18,9 +17,18 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.plugins.smsc import Proc, SmscProc, free_port, wait_http
+from tests.plugins.smsc import Proc, SmscProc, wait_http
+from tests.plugins.upstream import (
+    Feeder,
+    connectors_file,
+    enqueue,
+    first_accept,
+    message,
+    start_worker,
+    until_drained,
+)
 
-from tiergate.store import Encoding, MessageState, NewMessage, open_store
+from tiergate.store import MessageState
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -28,88 +36,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 FAILOVER_WITHIN = 2.0
 
 
-def message(i: int, destination: str = "+4915100000000") -> NewMessage:
-    number = destination[:-6] + f"{i % 1_000_000:06d}"
-    return NewMessage("cust-1", "bulk", number, "Acme", f"load {i}", Encoding.GSM7, 1)
-
-
-async def enqueue(store_url: str, messages: list[NewMessage]) -> list[str]:
-    store = await open_store(store_url)
-    try:
-        ids: list[str] = []
-        for first in range(0, len(messages), 1000):
-            ids += [r.id for r in await store.enqueue(messages[first : first + 1000])]
-        return ids
-    finally:
-        await store.close()
-
-
-async def states(store_url: str, ids: list[str]) -> dict[str, int]:
-    store = await open_store(store_url)
-    try:
-        counts: dict[str, int] = {}
-        for id_ in ids:
-            view = await store.get(id_)
-            assert view is not None
-            counts[view.message.state.value] = counts.get(view.message.state.value, 0) + 1
-        return counts
-    finally:
-        await store.close()
-
-
-def connectors_file(tmp_path: Path, *connectors: dict[str, Any]) -> Path:
-    path = tmp_path / "connectors.yaml"
-    path.write_text(json.dumps({"connectors": list(connectors)}))
-    return path
-
-
-def start_worker(
-    spawn: Callable[..., Proc], tmp_path: Path, store_url: str, config: Path | None, **env: str
-) -> tuple[Proc, int]:
-    """A worker process on `config` (a connectors file), or on the TIERGATE_UPSTREAM_URL in `env`."""
-    port = free_port()
-    if config is not None:
-        env["TIERGATE_CONNECTORS_FILE"] = str(config)
-    proc = spawn(
-        "sender",
-        "worker",
-        env={
-            "TIERGATE_TIER": "bulk",
-            "TIERGATE_REVISION": "r1",
-            "TIERGATE_STORE_URL": store_url,
-            "TIERGATE_HTTP_HOST": "127.0.0.1",
-            "TIERGATE_HTTP_PORT": str(port),
-            "TIERGATE_SMPP_SYSTEM_ID": "esme",
-            "TIERGATE_SMPP_PASSWORD": "pw",
-            **env,
-        },
-        name="worker",
-    )
-    wait_http(f"http://127.0.0.1:{port}/healthz", status=200)
-    return proc, port
-
-
 async def get(port: int, path: str) -> httpx.Response:
     async with httpx.AsyncClient() as client:
         return await client.get(f"http://127.0.0.1:{port}{path}")
-
-
-async def first_accept(smsc: SmscProc, within: float = 30.0) -> float:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if smsc.stats()["accepted"] > 0:
-            return time.time()
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"SMSC {smsc.name} accepted nothing in {within}s")
-
-
-async def until_drained(store_url: str, ids: list[str], within: float = 120.0) -> dict[str, int]:
-    deadline = time.monotonic() + within
-    while True:
-        counts = await states(store_url, ids)
-        if counts.get("queued", 0) == 0 or time.monotonic() > deadline:
-            return counts
-        await asyncio.sleep(1.0)
 
 
 async def test_worker_sustains_the_smsc_cap_with_almost_no_throttling(
@@ -170,45 +99,6 @@ async def test_a_one_second_throttle_burst_costs_about_two_seconds(
     assert "Connector rate recovered connector=default" in log
     counts = await until_drained(sqlite_url, ids)
     assert counts == {"submitted": 7000}, counts
-
-
-class Feeder:
-    """Enqueues messages at a steady rate (an offered load below the connectors' caps)."""
-
-    def __init__(self, store_url: str, rate: float) -> None:
-        self.store_url = store_url
-        self.rate = rate
-        self.ids: list[str] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        store = await open_store(self.store_url)
-        try:
-            started, sent = time.monotonic(), 0
-            while not self._stop.is_set():
-                due = int((time.monotonic() - started) * self.rate) - sent
-                if due > 0:
-                    batch = [message(sent + k) for k in range(due)]
-                    self.ids += [r.id for r in await store.enqueue(batch)]
-                    sent += due
-                await asyncio.sleep(0.05)
-        finally:
-            await store.close()
-
-    def __enter__(self) -> Feeder:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-
-    async def stopped(self) -> list[str]:
-        """Stop feeding; every id enqueued."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-        return self.ids
 
 
 async def test_failover_when_an_smsc_dies_and_back_when_it_returns(

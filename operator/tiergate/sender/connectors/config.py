@@ -54,13 +54,13 @@ class SecretRef(BaseModel):
         """The credential's value."""
         if self.env is not None:
             if self.env not in env:
-                raise ConfigError(f"Environment variable {self.env} is not set")
+                raise ConfigError(f"environment variable {self.env} is not set")
             return env[self.env]
         assert self.file is not None
         try:
             return Path(self.file).read_text().rstrip("\n")
         except OSError as exc:
-            raise ConfigError(f"Credential file unreadable path={self.file}: {exc.strerror}") from None
+            raise ConfigError(f"credential file unreadable path={self.file}: {exc.strerror}") from None
 
 
 class ConnectorSpec(BaseModel):
@@ -102,7 +102,13 @@ class ConnectorSpec(BaseModel):
         return value
 
     def credentials(self, env: Mapping[str, str]) -> tuple[str, str]:
-        """The (system_id, password) of this connector."""
+        """The (system_id, password) of this connector; `ConfigError` names the connector."""
+        try:
+            return self._credentials(env)
+        except ConfigError as exc:
+            raise ConfigError(f"Connector {self.name}: {exc}") from None
+
+    def _credentials(self, env: Mapping[str, str]) -> tuple[str, str]:
         system_id = (
             self.system_id_from.resolve(env)
             if self.system_id_from
