@@ -215,3 +215,12 @@ def test_the_single_url_form_is_one_default_connector() -> None:
     )
     with pytest.raises(ConfigError, match="TIERGATE_UPSTREAM_URL"):
         single_upstream("tcp://x:1", None, 64)
+
+
+def test_the_example_fleet_connectors_parse() -> None:
+    import yaml
+    from tests.unit.chart.chart_helm import ROOT
+
+    (config, _secret) = yaml.safe_load_all((ROOT / "examples" / "fleet" / "sender-config.yaml").read_text())
+    (smsc,) = parse_upstream(config["data"]["connectors.yaml"]).connectors
+    assert (smsc.name, smsc.tps, smsc.binds) == ("smsc", 500, 2)
