@@ -382,11 +382,6 @@ def _parse_job(body: object, caller: Caller) -> tuple[NewReplayJob, bool]:
     everything = body.get("all", False)
     if not isinstance(everything, bool):
         raise BadField("all", f"expected true or false, got {everything!r}")
-    unscoped = dataclasses.replace(f, replayed=None) == DiscardFilter()
-    if unscoped and not everything:
-        raise BadField("filter", 'selects every discard: narrow it, or send "all": true')
-    if everything and not unscoped:
-        raise BadField("all", "cannot be combined with filter fields")
     rate = body.get("rate")
     if rate is not None and (
         isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0 or rate == float("inf")
@@ -398,6 +393,11 @@ def _parse_job(body: object, caller: Caller) -> tuple[NewReplayJob, bool]:
     source = body.get("source")
     if source is not None and (not isinstance(source, str) or len(source) > 200):
         raise BadField("source", "expected a string of at most 200 characters")
+    unscoped = dataclasses.replace(f, replayed=None) == DiscardFilter()
+    if unscoped and not everything:
+        raise BadField("filter", 'selects every discard: narrow it, or send "all": true')
+    if everything and not unscoped:
+        raise BadField("all", "cannot be combined with filter fields")
     job = NewReplayJob(
         filter=f,
         rate=float(rate) if rate is not None else None,
