@@ -77,7 +77,8 @@ class Link:
         }
 
     def _cap(self, aimd: AimdRate) -> None:
-        self.bucket = TokenBucket(aimd.tps, burst=max(1.0, aimd.tps * BURST_SECONDS), rate_at=aimd.rate)
+        burst = max(1.0, aimd.tps * BURST_SECONDS)
+        self.bucket = TokenBucket(aimd.tps, burst=burst, clock=self._clock, rate_at=aimd.rate)
 
     def bound_binds(self) -> int:
         """How many binds are bound now."""
