@@ -94,11 +94,12 @@ async def first_accept(smsc: SmscProc, within: float = 30.0) -> float:
 
 
 async def until_drained(store_url: str, ids: list[str], within: float = 120.0) -> dict[str, int]:
-    """Wait until none of `ids` is queued (or `within` passed); their states."""
+    """Wait until none of `ids` is queued or in flight (or `within` passed); their states."""
     deadline = time.monotonic() + within
     while True:
         counts = await states(store_url, ids)
-        if counts.get("queued", 0) == 0 or time.monotonic() > deadline:
+        pending = counts.get("queued", 0) + counts.get("in_flight", 0)
+        if pending == 0 or time.monotonic() > deadline:
             return counts
         await asyncio.sleep(1.0)
 
