@@ -10,8 +10,8 @@ Runtime switches, so that a test plays a carrier misbehaving (``GET /switches`` 
 ``POST /switches`` with a JSON object changes the fields given):
 
 - ``throttle`` (bool): answer every submit ``ESME_RTHROTTLED``;
-- ``tps`` (number or null): accept at most this many submits/s (a token bucket holding a fifth
-  of a second, as SMSCs count over a short window), throttle the rest;
+- ``tps`` (number or null): accept at most this many submits/s (a token bucket holding half a
+  second, as SMSCs count over a short window), throttle the rest;
 - ``reject_all`` (bool): answer every submit ``reject_status`` (default ``ESME_RSYSERR``);
 - ``reject_prefixes`` (list): answer destinations with these prefixes ``ESME_RINVDSTADR``;
 - ``silent`` (bool): answer no submit at all (the ESME's submits time out).
@@ -195,7 +195,7 @@ class TestSmsc:
         """Change switches by name (as ``POST /switches`` does); the new switches."""
         new = self.switches.changed(changes)
         if new.tps != self.switches.tps or (self._bucket is None and new.tps):
-            self._bucket = TokenBucket(new.tps, burst=max(1.0, new.tps / 5)) if new.tps else None
+            self._bucket = TokenBucket(new.tps, burst=max(1.0, new.tps / 2)) if new.tps else None
         if not new.silent:
             self._held.clear()
         self.switches = new

@@ -94,9 +94,14 @@ async def test_a_one_second_throttle_burst_costs_about_two_seconds(
     await asyncio.sleep(3.2)
     after = smsc.accepted_rate(recovered + 2.0, recovered + 3.0)
     assert after >= 0.9 * 500, f"{after:.0f} msg/s 2-3 s after the SMSC recovered"
+    # The whole burst is one episode: one warning, then one recovery that counts its throttles
+    # (a loaded machine may add a later episode of a few throttles: it is logged on its own).
     log = worker.output()
-    assert len(re.findall("Connector throttled, rate lowered connector=default", log)) == 1, log[-3000:]
-    assert "Connector rate recovered connector=default" in log
+    first = log.split("Connector rate recovered connector=default", 1)
+    assert len(first) == 2, log[-3000:]
+    assert first[0].count("Connector throttled, rate lowered connector=default") == 1, log[-3000:]
+    throttles = int(re.match(r" rate=\d+ throttles=(\d+)", first[1]).group(1))  # type: ignore[union-attr]
+    assert throttles >= 100, log[-3000:]
     counts = await until_drained(sqlite_url, ids)
     assert counts == {"submitted": 7000}, counts
 
