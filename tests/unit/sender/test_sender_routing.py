@@ -224,3 +224,36 @@ def test_the_example_fleet_connectors_parse() -> None:
     (config, _secret) = yaml.safe_load_all((ROOT / "examples" / "fleet" / "sender-config.yaml").read_text())
     (smsc,) = parse_upstream(config["data"]["connectors.yaml"]).connectors
     assert (smsc.name, smsc.tps, smsc.binds) == ("smsc", 500, 2)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"throttle": "yes"}, "throttle must be true or false"),
+        ({"tps": 0}, "tps must be a positive number or null"),
+        ({"tps": True}, "tps must be a positive number or null"),
+        ({"reject_status": "ESME_NOPE"}, "reject_status must be one of"),
+        ({"reject_prefixes": "+49"}, "reject_prefixes must be a list"),
+        ({"volume": 11}, "unknown switches: volume"),
+    ],
+)
+def test_smsc_switches_refuse_bad_values(body: dict[str, object], error: str) -> None:
+    from tiergate.sender.smsc import Switches
+
+    with pytest.raises(ValueError, match=error):
+        Switches().changed(body)
+
+
+def test_smsc_switches_change_only_what_is_given() -> None:
+    from tiergate.sender.smsc import Switches
+
+    on = Switches().changed({"throttle": True, "tps": 250, "reject_prefixes": ["+4930"]})
+    assert on.view() == {
+        "throttle": True,
+        "tps": 250.0,
+        "reject_all": False,
+        "reject_status": "ESME_RSYSERR",
+        "reject_prefixes": ["4930"],
+        "silent": False,
+    }
+    assert on.changed({"tps": None}).view()["throttle"] is True
