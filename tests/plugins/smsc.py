@@ -1,5 +1,8 @@
 """Fixtures for the sender's tests: the smpp34-backed test SMSC, free ports and processes.
 
+`smsc` is one in-process SMSC; `smscs` starts any number of SMSC processes
+(``tiergate sender smsc``) that a test drives over their HTTP switches, kills and restarts.
+
 Register with ``pytest_plugins = ["tests.plugins.smsc"]`` (or the module path in use).
 """
 
@@ -12,8 +15,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +43,24 @@ async def smsc() -> AsyncIterator[TestSmsc]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def smsc_pool() -> AsyncIterator[Callable[..., Awaitable[TestSmsc]]]:
+    """Start in-process test SMSCs on free ports (keyword arguments as `TestSmsc`)."""
+    started: list[TestSmsc] = []
+
+    async def make(**options: Any) -> TestSmsc:
+        server = TestSmsc("127.0.0.1", free_port(), **options)
+        await server.start()
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            await server.stop()
 
 
 @pytest.fixture
@@ -99,23 +121,104 @@ def wait_http(url: str, timeout: float = 30.0, status: int | None = None) -> htt
     raise TimeoutError(f"{url} did not answer in {timeout}s: {last!r}")
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start ``tiergate`` subprocesses; all are killed at teardown."""
-    procs: list[Proc] = []
-    counter = iter(range(1000))
+class Spawner:
+    """Starts ``tiergate`` subprocesses with logs under `log_dir`; `close` kills them all."""
 
-    def start(*args: str, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[Proc] = []
+        self._counter = iter(range(1000))
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         full_env.update(env or {})
-        proc = Proc(list(args), full_env, tmp_path / f"{name}-{next(counter)}.log")
-        procs.append(proc)
+        proc = Proc(list(args), full_env, self.log_dir / f"{name}-{next(self._counter)}.log")
+        self.procs.append(proc)
         return proc
 
-    yield start
-    for proc in procs:
-        proc.close()
+    def close(self) -> None:
+        """Kill every process still running."""
+        for proc in self.procs:
+            proc.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start ``tiergate`` subprocesses; all are killed at teardown."""
+    spawner = Spawner(tmp_path)
+    yield spawner
+    spawner.close()
+
+
+class SmscProc:
+    """A test SMSC process, driven over HTTP (switches, stats, timeline), killed and restarted."""
+
+    def __init__(self, spawn: Callable[..., Proc], name: str, args: list[str]) -> None:
+        self.name = name
+        self.port = free_port()
+        self.stats_port = free_port()
+        self._spawn = spawn
+        self._args = args
+        self.proc = self._start()
+
+    @property
+    def url(self) -> str:
+        """The SMPP URL workers bind to."""
+        return f"smpp://127.0.0.1:{self.port}"
+
+    def _start(self) -> Proc:
+        argv = ["sender", "smsc", "--port", str(self.port), "--stats-port", str(self.stats_port)]
+        proc = self._spawn(*argv, *self._args, env={"TIERGATE_LOG_LEVEL": "WARNING"}, name=self.name)
+        wait_http(f"http://127.0.0.1:{self.stats_port}/healthz", status=200)
+        return proc
+
+    def _http(self, method: str, path: str, body: object = None) -> Any:
+        response = httpx.request(method, f"http://127.0.0.1:{self.stats_port}{path}", json=body, timeout=10.0)
+        response.raise_for_status()
+        return response.json()
+
+    def switch(self, **changes: object) -> dict[str, Any]:
+        """Change the SMSC's switches (see `tiergate.sender.smsc`)."""
+        return dict(self._http("POST", "/switches", changes))
+
+    def stats(self) -> dict[str, Any]:
+        """Its counts (accepted, throttled, duplicates, binds, ...)."""
+        return dict(self._http("GET", "/stats?keys=1"))
+
+    def accepted_bins(self, since: float) -> dict[str, int]:
+        """Submits accepted per 100 ms bin (keyed by wall-clock bin number) from `since`."""
+        return dict(self._http("GET", f"/timeline?since={since}")["accepted"])
+
+    def accepted_rate(self, start: float, end: float) -> float:
+        """Submits/s accepted between two wall-clock times (whole 100 ms bins)."""
+        return binned_rate(self.accepted_bins(start), start, end)
+
+    def throttled_between(self, start: float, end: float) -> int:
+        """Submits answered ESME_RTHROTTLED between two wall-clock times."""
+        bins = self._http("GET", f"/timeline?since={start}")["throttled"]
+        return int(binned_rate(bins, start, end) * (end - start))
+
+    def kill(self) -> None:
+        """SIGKILL the SMSC: its sessions die with it."""
+        self.proc.kill9()
+
+    def restart(self) -> None:
+        """Start it again on the same ports (its counts start from zero)."""
+        self.proc = self._start()
+
+
+def binned_rate(bins: dict[str, int], start: float, end: float, width: float = 0.1) -> float:
+    """The per-second rate of 100 ms bins (keyed by wall-clock bin number) within [start, end)."""
+    first, last = round(start / width), round(end / width)
+    total = sum(n for k, n in bins.items() if first <= int(k) < last)
+    return total / ((last - first) * width)
+
+
+@pytest.fixture
+def smscs(spawn: Callable[..., Proc]) -> Callable[..., SmscProc]:
+    """Start test SMSC processes: ``smscs("a", "--receipts")``; all stop at teardown."""
+    return lambda name, *args: SmscProc(spawn, name, list(args))
 
 
 async def eventually(check: Callable[[], object], within: float = 30.0, interval: float = 0.1) -> None:

@@ -50,6 +50,9 @@ def worker(
     revision: str = typer.Option(None, help="Template revision (env TIERGATE_REVISION)"),
     store: str = typer.Option(None, help="Store URL (env TIERGATE_STORE_URL)"),
     upstream: str = typer.Option(None, help="smpp://host:port or http(s)://... (env TIERGATE_UPSTREAM_URL)"),
+    connectors: str = typer.Option(
+        None, help="YAML file of upstream connectors (env TIERGATE_CONNECTORS_FILE); wins over --upstream"
+    ),
     host: str = typer.Option(None, help="HTTP host (env TIERGATE_HTTP_HOST, default 0.0.0.0)"),
     port: int = typer.Option(None, help="HTTP port (env TIERGATE_HTTP_PORT, default 8080)"),
     window: int = typer.Option(None, help="Submits in flight (env TIERGATE_WINDOW, default 256)"),
@@ -68,6 +71,7 @@ def worker(
             revision=revision,
             store_url=store,
             upstream_url=upstream,
+            connectors_file=connectors,
             host=host,
             port=port,
             window=window,
@@ -123,9 +127,12 @@ def api(
     port: int = typer.Option(None, help="HTTP port (env TIERGATE_HTTP_PORT, default 8080)"),
     tokens_file: str = typer.Option(None, help="File of token=customer lines (env TIERGATE_API_TOKENS_FILE)"),
     max_queue_depth: int = typer.Option(
-        None, help="429 above this depth per traffic class (env TIERGATE_MAX_QUEUE_DEPTH)"
+        None,
+        help="429 above this depth per traffic class (env TIERGATE_MAX_QUEUE_DEPTH, default 100000, 0: off)",
     ),
-    customer_rate: float = typer.Option(None, help="Messages/s per customer (env TIERGATE_CUSTOMER_RATE)"),
+    customer_rate: float = typer.Option(
+        None, help="Messages/s per customer (env TIERGATE_CUSTOMER_RATE, default 1000, 0: off)"
+    ),
     processes: int = typer.Option(
         None, help="Serving processes sharing the port, one per core (env TIERGATE_API_PROCESSES, default 1)"
     ),

@@ -75,6 +75,26 @@ WORKER_READY = Gauge(
 )
 UPSTREAM_BOUND = Gauge(
     "tiergate_sender_upstream_bound",
-    "1 when the upstream connection is bound",
+    "1 when every served destination prefix has a bound upstream connector",
     ["tier", "revision"],
+)
+CONNECTOR_BINDS_BOUND = Gauge(
+    "tiergate_sender_connector_binds_bound",
+    "Binds (SMPP sessions, HTTP clients) of an upstream connector bound now",
+    ["tier", "revision", "connector"],
+)
+CONNECTOR_RATE = Gauge(
+    "tiergate_sender_connector_rate",
+    "Submits/s a connector may send now (its tps, lowered while throttled); 0 when it has no cap",
+    ["tier", "revision", "connector"],
+)
+CONNECTOR_CIRCUIT_OPEN = Gauge(
+    "tiergate_sender_connector_circuit_open",
+    "1 while a connector's circuit breaker keeps traffic off it (open or probing)",
+    ["tier", "revision", "connector"],
+)
+CONNECTOR_SUBMITS = Counter(
+    "tiergate_sender_connector_submits",
+    "Submits per upstream connector, by result (ok, error, throttled, rejected)",
+    ["tier", "revision", "connector", "result"],
 )

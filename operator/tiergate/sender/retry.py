@@ -1,8 +1,8 @@
 """What a worker does after a failed submit: pure decisions, no I/O.
 
 Transient errors retry with exponential backoff and full jitter until the attempt count or
-the message's age runs out; throttling backs off on its own (longer) schedule and does not
-spend the attempt budget faster; permanent errors discard at once.
+the message's age runs out; permanent errors discard at once. Throttling is not here: it
+lowers the connector's rate (`tiergate.sender.routing.AimdRate`) and spends no attempt.
 """
 
 from __future__ import annotations
@@ -23,20 +23,11 @@ class RetryPolicy:
     max_age: float = 6 * 3600.0
     base_delay: float = 1.0
     max_delay: float = 300.0
-    throttle_delay: float = 1.0
-    max_throttle_delay: float = 30.0
-    throttled_attempts_free: bool = True
 
     def backoff(self, attempts: int, rng: random.Random) -> float:
         """Delay before the next try after `attempts` tries: capped exponential, jittered."""
         ceiling = min(self.max_delay, self.base_delay * (2 ** max(0, attempts - 1)))
         return float(ceiling * (0.5 + 0.5 * rng.random()))
-
-    def throttle_backoff(self, streak: int, hint: float | None, rng: random.Random) -> float:
-        """Delay after the `streak`-th throttle in a row, at least the upstream's hint."""
-        ceiling = min(self.max_throttle_delay, self.throttle_delay * (2 ** max(0, streak - 1)))
-        delay = ceiling * (0.5 + 0.5 * rng.random())
-        return float(max(delay, hint or 0.0))
 
     def give_up_reason(self, attempts: int, age: float) -> str | None:
         """The discard reason if a transient failure after `attempts` tries ends the message."""

@@ -1,8 +1,8 @@
 """The worker process: health endpoints, the store, the upstream and the loop, on one loop.
 
-`/readyz` is the tier's deep readiness: it is 200 only when the store answers, the upstream
-is bound and the worker loop is leasing — exactly what was missing in the incident, where
-workers ran but never started their sending service.
+`/readyz` is the tier's deep readiness: it is 200 only when the store answers, every served
+destination prefix has a bound upstream connector and the worker loop is leasing — exactly
+what was missing in the incident, where workers ran but never started their sending service.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from starlette.routing import Route
 
 from tiergate.httpserver import HttpServer, install_stop_signals, metrics_endpoint
 from tiergate.sender import metrics
-from tiergate.sender.connectors import Connector, connector_from_url
-from tiergate.sender.connectors.base import FaultyConnector
 from tiergate.sender.retry import RetryPolicy
 from tiergate.sender.settings import WorkerSettings
+from tiergate.sender.upstream import Upstream, build_upstream
 from tiergate.sender.worker import Worker, WorkerOptions
 from tiergate.store import Store, WorkerIdentity, open_store
 
@@ -46,7 +45,7 @@ class WorkerService:
             revision=settings.revision,
         )
         self.store: Store | None = None
-        self.connector: Connector | None = None
+        self.upstream: Upstream | None = None
         self.worker: Worker | None = None
         self.store_ok = False
         self.store_error = "not opened"
@@ -73,14 +72,19 @@ class WorkerService:
         missing = []
         if not self.store_ok:
             missing.append(f"store: {self.store_error}")
-        if self.connector is None or not self.connector.bound:
-            missing.append("upstream: not bound")
+        missing.extend(self._upstream_missing())
         worker = self.worker
         if worker is None or not worker.running:
             missing.append("worker loop: not running")
         elif time.monotonic() - worker.heartbeat > HEARTBEAT_STALE:
             missing.append("worker loop: stalled")
         return missing
+
+    def _upstream_missing(self) -> list[str]:
+        if self.upstream is None:
+            return ["upstream: not bound"]
+        unserved = self.upstream.unserved()
+        return [f"upstream: not bound for {p}" if p else "upstream: not bound" for p in unserved]
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "alive", "phase": self.phase})
@@ -140,21 +144,26 @@ class WorkerService:
             store = await self._wait_for_store()
             if store is None:
                 return
-            connector = connector_from_url(
-                s.upstream_url, system_id=s.system_id, password=s.password, window=s.window, rate=s.rate
+            upstream = build_upstream(
+                s.upstream,
+                s.credentials,
+                {"tier": s.tier, "revision": s.revision},
+                faults=s.faults,
+                failing=self.fault_in_effect,
             )
-            if s.faults.fail_submits or s.faults.no_bind:
-                connector = FaultyConnector(
-                    connector, s.faults.fail_submits, unbind=s.faults.no_bind, failing=self.fault_in_effect
-                )
-            self.connector = connector
-            await connector.start()
+            self.upstream = upstream
+            await upstream.start()
+            log.info(
+                "Upstream connectors configured tier=%s connectors=%s",
+                s.tier,
+                ",".join(f"{c.name}(tps={c.tps or 'none'},binds={c.binds})" for c in s.upstream.connectors),
+            )
             options = WorkerOptions(
                 window=s.window,
                 visibility_timeout=s.visibility_timeout,
                 policy=RetryPolicy(max_attempts=s.max_attempts, max_age=s.max_age),
             )
-            self.worker = Worker(store, connector, self.identity, s.traffic_class, options)
+            self.worker = Worker(store, upstream, self.identity, s.traffic_class, options)
             if self._stop.is_set():
                 return
             self.phase = "running"
@@ -166,8 +175,8 @@ class WorkerService:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if self.connector is not None:
-                await self.connector.close()
+            if self.upstream is not None:
+                await self.upstream.close()
             if self.store is not None:
                 await self.store.close()
             await self.http.stop()
@@ -222,7 +231,7 @@ class WorkerService:
         next_stats = 0.0
         while True:
             self._ready_gauge.set(0 if self.missing() else 1)
-            self._bound_gauge.set(1 if self.connector is not None and self.connector.bound else 0)
+            self._bound_gauge.set(0 if self._upstream_missing() else 1)
             store = self.store
             if store is not None and self.store_ok and time.monotonic() >= next_stats:
                 # The query counts every queued row: on a deep queue, keep it to a small

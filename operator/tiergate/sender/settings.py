@@ -2,6 +2,10 @@
 
 Pods get their settings from the environment (the operator sets ``TIERGATE_TIER``,
 ``TIERGATE_REVISION``, ...; SMPP credentials come from a Secret); flags win for local use.
+The upstream connectors come from ``TIERGATE_CONNECTORS_FILE`` (see
+`tiergate.sender.connectors.config`), else from the same document inline in
+``TIERGATE_CONNECTORS`` (a ConfigMap key as an env var), else from the single
+``TIERGATE_UPSTREAM_URL``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tiergate.domain.messages import Rules
+from tiergate.sender.connectors.config import UpstreamSpec, load_upstream, parse_upstream, single_upstream
 from tiergate.sender.errors import ConfigError
 from tiergate.sender.faults import ALLOW_ENV, Faults, allowed_from_env, parse_faults
 
@@ -32,14 +37,12 @@ class WorkerSettings:
     traffic_class: str
     revision: str
     store_url: str
-    upstream_url: str
-    system_id: str = field(repr=False, default="")
-    password: str = field(repr=False, default="")
+    upstream: UpstreamSpec
+    credentials: Mapping[str, tuple[str, str]] = field(repr=False, default_factory=dict)
     host: str = "0.0.0.0"
     port: int = 8080
     faults: Faults = field(default_factory=Faults)
     window: int = 256
-    rate: float | None = None
     max_attempts: int = 8
     max_age: float = 6 * 3600.0
     visibility_timeout: float = 60.0
@@ -52,6 +55,7 @@ def worker_settings(
     revision: str | None = None,
     store_url: str | None = None,
     upstream_url: str | None = None,
+    connectors_file: str | None = None,
     host: str | None = None,
     port: int | None = None,
     faults: str | None = None,
@@ -66,9 +70,22 @@ def worker_settings(
     tier = tier or env.get("TIERGATE_TIER", "")
     if not tier:
         raise ConfigError("No tier: pass --tier or set TIERGATE_TIER")
-    upstream = upstream_url or env.get("TIERGATE_UPSTREAM_URL", "")
-    if not upstream:
-        raise ConfigError("No upstream: pass --upstream or set TIERGATE_UPSTREAM_URL")
+    path = connectors_file or env.get("TIERGATE_CONNECTORS_FILE", "")
+    url = upstream_url or env.get("TIERGATE_UPSTREAM_URL", "")
+    window = window or _int(env, "TIERGATE_WINDOW", 256)
+    rate = rate if rate is not None else _float_or_none(env, "TIERGATE_UPSTREAM_RATE")
+    inline = env.get("TIERGATE_CONNECTORS", "")
+    if path:
+        upstream = load_upstream(path)
+    elif inline.strip():
+        upstream = parse_upstream(inline, "TIERGATE_CONNECTORS")
+    elif url:
+        upstream = single_upstream(url, rate, window)
+    else:
+        raise ConfigError(
+            "No upstream: pass --connectors or --upstream,"
+            " or set TIERGATE_CONNECTORS_FILE, TIERGATE_CONNECTORS or TIERGATE_UPSTREAM_URL"
+        )
     fault_spec = faults if faults is not None else env.get("TIERGATE_FAULTS", "")
     traffic_class = traffic_class or env.get("TIERGATE_TRAFFIC_CLASS") or tier
     switch = parse_faults(fault_spec, allowed=allowed_from_env(env.get(ALLOW_ENV)))
@@ -77,14 +94,12 @@ def worker_settings(
         traffic_class=traffic_class,
         revision=revision or env.get("TIERGATE_REVISION") or "unknown",
         store_url=store_url or env.get("TIERGATE_STORE_URL") or default_store_url(env),
-        upstream_url=upstream,
-        system_id=env.get("TIERGATE_SMPP_SYSTEM_ID", ""),
-        password=env.get("TIERGATE_SMPP_PASSWORD", ""),
+        upstream=upstream,
+        credentials={c.name: c.credentials(env) for c in upstream.connectors},
         host=host or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
         port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
         faults=switch.for_traffic_class(traffic_class),
-        window=window or _int(env, "TIERGATE_WINDOW", 256),
-        rate=rate if rate is not None else _float_or_none(env, "TIERGATE_UPSTREAM_RATE"),
+        window=max(window, sum(c.window * c.binds for c in upstream.connectors)),
         max_attempts=max_attempts or _int(env, "TIERGATE_MAX_ATTEMPTS", 8),
         max_age=max_age or float(_float_or_none(env, "TIERGATE_MAX_AGE") or 6 * 3600.0),
         visibility_timeout=float(_float_or_none(env, "TIERGATE_VISIBILITY_TIMEOUT") or 60.0),
@@ -127,6 +142,12 @@ def api_rules(env: Mapping[str, str]) -> Rules:
     )
 
 
+DEFAULT_CUSTOMER_RATE = 1000.0
+"""Messages/s one customer may send by default (0 switches the limit off)."""
+DEFAULT_MAX_QUEUE_DEPTH = 100_000
+"""Queued messages per traffic class above which ingest answers 429 (0: no limit)."""
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     """Everything `tiergate sender api` needs."""
@@ -136,8 +157,8 @@ class ApiSettings:
     rules: Rules = field(default_factory=Rules)
     host: str = "0.0.0.0"
     port: int = 8080
-    max_queue_depth: int | None = None
-    customer_rate: float | None = None
+    max_queue_depth: int | None = DEFAULT_MAX_QUEUE_DEPTH
+    customer_rate: float | None = DEFAULT_CUSTOMER_RATE
     stats_interval: float = 0.5
     processes: int = 1
 
@@ -188,15 +209,26 @@ def api_settings(
     processes: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ApiSettings:
-    """Resolve ingest API settings: flag, else environment, else default; validate."""
+    """Resolve ingest API settings: flag, else environment, else default; validate.
+
+    The overload limits are on unless set to 0: `DEFAULT_CUSTOMER_RATE` and
+    `DEFAULT_MAX_QUEUE_DEPTH`.
+    """
     env = os.environ if env is None else env
     tokens = load_tokens(env.get("TIERGATE_API_TOKENS"), tokens_file or env.get("TIERGATE_API_TOKENS_FILE"))
     if not tokens:
         raise ConfigError("No API tokens: set TIERGATE_API_TOKENS or TIERGATE_API_TOKENS_FILE")
     depth = (
-        max_queue_depth if max_queue_depth is not None else (_int(env, "TIERGATE_MAX_QUEUE_DEPTH", 0) or None)
+        max_queue_depth
+        if max_queue_depth is not None
+        else _int(env, "TIERGATE_MAX_QUEUE_DEPTH", DEFAULT_MAX_QUEUE_DEPTH)
     )
+    if depth < 0:
+        raise ConfigError(f"The maximum queue depth must not be negative, got {depth}")
     rate = customer_rate if customer_rate is not None else _float_or_none(env, "TIERGATE_CUSTOMER_RATE")
+    rate = DEFAULT_CUSTOMER_RATE if rate is None else rate
+    if not 0 <= rate < float("inf"):
+        raise ConfigError(f"The customer rate must be a finite number of messages/s >= 0, got {rate:g}")
     count = processes if processes is not None else _int(env, "TIERGATE_API_PROCESSES", 1)
     if not 1 <= count <= MAX_API_PROCESSES:
         raise ConfigError(f"TIERGATE_API_PROCESSES must be 1 to {MAX_API_PROCESSES}, got {count}")
@@ -206,7 +238,7 @@ def api_settings(
         rules=api_rules(env),
         host=host or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
         port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
-        max_queue_depth=depth,
-        customer_rate=rate,
+        max_queue_depth=depth or None,
+        customer_rate=rate or None,
         processes=count,
     )

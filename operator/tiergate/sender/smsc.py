@@ -5,16 +5,31 @@ only decides each submit's answer (accept, throttle, reject by destination prefi
 what arrived per message key to expose duplicates, sends delivery receipts on request, and
 serves the counts on a small HTTP endpoint. ``POST /down`` and ``POST /up`` stop and restart
 the SMPP listener, to play an upstream outage.
+
+Runtime switches, so that a test plays a carrier misbehaving (``GET /switches`` shows them,
+``POST /switches`` with a JSON object changes the fields given):
+
+- ``throttle`` (bool): answer every submit ``ESME_RTHROTTLED``;
+- ``tps`` (number or null): accept at most this many submits/s (a token bucket holding half a
+  second, as SMSCs count over a short window), throttle the rest;
+- ``reject_all`` (bool): answer every submit ``reject_status`` (default ``ESME_RSYSERR``);
+- ``reject_prefixes`` (list): answer destinations with these prefixes ``ESME_RINVDSTADR``;
+- ``silent`` (bool): answer no submit at all (the ESME's submits time out).
+
+``POST /drop`` unbinds every session but keeps listening (the ESMEs rebind). ``GET /timeline``
+gives accepted and throttled submits per 100 ms (wall clock) for rate measurements.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import smpp34
@@ -50,7 +65,10 @@ class SmscStats:
     receipts_sent: int = 0
     receipts_failed: int = 0
     binds: int = 0
+    unanswered: int = 0
     per_key: Counter[str] = field(default_factory=Counter)
+    accepted_bins: Counter[int] = field(default_factory=Counter)
+    throttled_bins: Counter[int] = field(default_factory=Counter)
 
     def snapshot(self, *, keys: bool = False) -> dict[str, object]:
         """A JSON-able view; with `keys`, the accepted count per message key."""
@@ -65,10 +83,74 @@ class SmscStats:
             "receipts_sent": self.receipts_sent,
             "receipts_failed": self.receipts_failed,
             "binds": self.binds,
+            "unanswered": self.unanswered,
         }
         if keys:
             data["keys"] = dict(self.per_key)
         return data
+
+    def timeline(self, since: float = 0.0) -> dict[str, object]:
+        """Accepted and throttled submits per `BIN` seconds from `since` (wall clock)."""
+        first = int(since / BIN)
+        return {
+            "bin": BIN,
+            "accepted": {str(k): v for k, v in sorted(self.accepted_bins.items()) if k >= first},
+            "throttled": {str(k): v for k, v in sorted(self.throttled_bins.items()) if k >= first},
+        }
+
+
+BIN = 0.1
+REJECT_STATUSES = frozenset(name for name in dir(smpp34) if name.startswith("ESME_R") and name != "ESME_ROK")
+
+
+@dataclass
+class Switches:
+    """How the SMSC answers submits right now; see the module docstring."""
+
+    throttle: bool = False
+    tps: float | None = None
+    reject_all: bool = False
+    reject_status: str = "ESME_RSYSERR"
+    reject_prefixes: tuple[str, ...] = ()
+    silent: bool = False
+
+    def view(self) -> dict[str, object]:
+        """The switches as JSON."""
+        return {
+            "throttle": self.throttle,
+            "tps": self.tps,
+            "reject_all": self.reject_all,
+            "reject_status": self.reject_status,
+            "reject_prefixes": list(self.reject_prefixes),
+            "silent": self.silent,
+        }
+
+    def changed(self, body: Mapping[str, object]) -> Switches:
+        """A copy with the fields of a JSON body changed; ValueError names a bad field."""
+        unknown = set(body) - set(self.view())
+        if unknown:
+            raise ValueError(f"unknown switches: {', '.join(sorted(unknown))}")
+        out = dataclasses.replace(self)
+        for name in ("throttle", "reject_all", "silent"):
+            if name in body:
+                if not isinstance(body[name], bool):
+                    raise ValueError(f"{name} must be true or false")
+                setattr(out, name, body[name])
+        if "tps" in body:
+            tps = body["tps"]
+            if tps is not None and (isinstance(tps, bool) or not isinstance(tps, int | float) or tps <= 0):
+                raise ValueError("tps must be a positive number or null")
+            out.tps = None if tps is None else float(tps)
+        if "reject_status" in body:
+            if body["reject_status"] not in REJECT_STATUSES:
+                raise ValueError(f"reject_status must be one of {', '.join(sorted(REJECT_STATUSES))}")
+            out.reject_status = str(body["reject_status"])
+        if "reject_prefixes" in body:
+            prefixes = body["reject_prefixes"]
+            if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+                raise ValueError("reject_prefixes must be a list of strings")
+            out.reject_prefixes = tuple(p.removeprefix("+") for p in prefixes)
+        return out
 
 
 class TestSmsc:
@@ -92,15 +174,15 @@ class TestSmsc:
         self.host = host
         self.port = port
         self.stats_port = stats_port
-        self.reject_prefixes = tuple(p.removeprefix("+") for p in reject_prefixes)
         self.receipts = receipts
         self.receipt_delay = receipt_delay
         self.system_id = system_id
         self.inbound_capacity = inbound_capacity
         self.stats = SmscStats()
-        self._bucket = (
-            TokenBucket(throttle_rate, burst=max(1.0, throttle_rate / 20)) if throttle_rate else None
-        )
+        self.switches = Switches()
+        self._bucket: TokenBucket | None = None
+        self._held: list[smpp34.SubmitSmEvent] = []
+        self.switch(tps=throttle_rate, reject_prefixes=list(reject_prefixes))
         self._server: smpp34.Server | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._sessions: dict[str, smpp34.Esme] = {}
@@ -108,6 +190,26 @@ class TestSmsc:
         self._receipt_tasks: set[asyncio.Task[None]] = set()
         self._http: HttpServer | None = None
         self.up = False
+
+    def switch(self, **changes: object) -> Switches:
+        """Change switches by name (as ``POST /switches`` does); the new switches."""
+        new = self.switches.changed(changes)
+        if new.tps != self.switches.tps or (self._bucket is None and new.tps):
+            self._bucket = TokenBucket(new.tps, burst=max(1.0, new.tps / 2)) if new.tps else None
+        if not new.silent:
+            self._held.clear()
+        self.switches = new
+        log.info("SMSC switches port=%d switches=%s", self.port, new.view())
+        return new
+
+    async def drop(self) -> int:
+        """Unbind every session (the listener stays up); how many were dropped."""
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        await asyncio.gather(
+            *(asyncio.wait_for(esme.unbind(), 1.0) for esme in sessions), return_exceptions=True
+        )
+        return len(sessions)
 
     async def start(self) -> None:
         """Start the SMPP listener and the stats endpoint."""
@@ -135,12 +237,9 @@ class TestSmsc:
             return
         self.up = False
         server, self._server = self._server, None
-        for esme in list(self._sessions.values()):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(esme.unbind(), 1.0)
-        self._sessions.clear()
         if server is not None:
             await server.stop()
+        await self.drop()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -168,18 +267,29 @@ class TestSmsc:
 
     def _on_submit(self, event: smpp34.SubmitSmEvent) -> None:
         self.stats.submits += 1
+        switches = self.switches
         destination = event.destination_addr
-        if any(destination.startswith(p) for p in self.reject_prefixes):
+        if switches.silent:
+            self.stats.unanswered += 1
+            self._held.append(event)
+            return
+        if switches.reject_all:
+            self.stats.rejected += 1
+            event.reject(getattr(smpp34, switches.reject_status))
+            return
+        if destination.startswith(switches.reject_prefixes):
             self.stats.rejected += 1
             event.reject(ESME_RINVDSTADR)
             return
-        if self._bucket is not None and not self._bucket.try_acquire():
+        if switches.throttle or (self._bucket is not None and not self._bucket.try_acquire()):
             self.stats.throttled += 1
+            self.stats.throttled_bins[int(time.time() / BIN)] += 1
             event.reject(ESME_RTHROTTLED)
             return
         message_id = f"S{next(self._ids):010d}"
         event.accept(message_id)
         self.stats.accepted += 1
+        self.stats.accepted_bins[int(time.time() / BIN)] += 1
         self.stats.per_key[message_key(destination, event.data_coding, event.short_message)] += 1
         if self.receipts and event.registered_delivery & 0x01:
             esme = self._sessions.get(event.session_id)
@@ -237,6 +347,24 @@ class TestSmsc:
         async def healthz(request: Request) -> Response:
             return JSONResponse({"up": self.up})
 
+        async def switches(request: Request) -> Response:
+            if request.method == "POST":
+                body = await request.json()
+                if not isinstance(body, dict):
+                    return JSONResponse({"error": "a JSON object of switches"}, status_code=400)
+                try:
+                    self.switch(**body)
+                except ValueError as exc:
+                    return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse(self.switches.view())
+
+        async def drop(request: Request) -> Response:
+            return JSONResponse({"dropped": await self.drop()})
+
+        async def timeline(request: Request) -> Response:
+            since = float(request.query_params.get("since") or 0)
+            return JSONResponse(self.stats.timeline(since))
+
         return Starlette(
             routes=[
                 Route("/stats", stats),
@@ -245,6 +373,9 @@ class TestSmsc:
                 Route("/down", down, methods=["POST"]),
                 Route("/up", up, methods=["POST"]),
                 Route("/reset", reset, methods=["POST"]),
+                Route("/switches", switches, methods=["GET", "POST"]),
+                Route("/drop", drop, methods=["POST"]),
+                Route("/timeline", timeline),
             ]
         )
 

@@ -5,9 +5,18 @@ receipts are written in batches, so a fast upstream is not held back by one comm
 message. A receipt that arrives before its submit's outcome is committed waits for that
 commit (then it updates the message directly instead of being parked), and is acknowledged
 upstream only once stored. Leases of messages still in flight are extended before they
-expire, so a slow or rate-limited upstream does not cause resends. A worker that stops
+expire, so a slow or rate-limited upstream does not cause resends. A message holds its
+window slot until its outcome is committed, not only until the submit returns: so at most
+`window` messages were ever sent without a stored outcome, and a worker killed with -9
+resends at most its window when the leases expire. A worker that stops
 (SIGTERM) leases nothing more, waits for submits in flight, and hands back what it never
 sent.
+
+Each message is routed to one of the upstream's connectors (`tiergate.sender.upstream`). A
+throttle answer lowers that connector's rate and the message is routed again; so is a message
+whose connector lost its binds. Neither spends an attempt. A message that no connector can
+take waits in the worker for up to `reroute_wait`, then goes back to the queue unsent (its
+attempt not counted), so a downstream outage never discards within the message's max age.
 """
 
 from __future__ import annotations
@@ -25,8 +34,15 @@ from prometheus_client import Counter
 
 from tiergate.sender import metrics
 from tiergate.sender.connectors.base import Connector, Outbound, Receipt
-from tiergate.sender.errors import PermanentError, ThrottledError, TransientError, UpstreamError
+from tiergate.sender.errors import (
+    PermanentError,
+    ThrottledError,
+    TransientError,
+    UnavailableError,
+    UpstreamError,
+)
 from tiergate.sender.retry import REASON_REJECTED, RetryPolicy
+from tiergate.sender.upstream import Upstream
 from tiergate.store import (
     Discard,
     Message,
@@ -57,6 +73,10 @@ class WorkerOptions:
     # this long for a lease (0.5 s made the p99 accept-to-submit 0.2-0.6 s at 1,000/s).
     max_poll_interval: float = 0.1
     drain_timeout: float = 20.0
+    # How long a leased message waits in the worker for a connector before it is handed back.
+    reroute_wait: float = 2.0
+    # Throttle answers one message may get before it is handed back to the queue.
+    max_throttled: int = 50
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -66,7 +86,7 @@ class Worker:
     def __init__(
         self,
         store: Store,
-        connector: Connector,
+        upstream: Upstream | Connector,
         identity: WorkerIdentity,
         traffic_class: str,
         options: WorkerOptions | None = None,
@@ -75,7 +95,7 @@ class Worker:
         seed: int | None = None,
     ) -> None:
         self.store = store
-        self.connector = connector
+        self.upstream = upstream if isinstance(upstream, Upstream) else Upstream.single(upstream)
         self.identity = identity
         self.traffic_class = traffic_class
         self.options = options = options or WorkerOptions()
@@ -85,9 +105,8 @@ class Worker:
         self._slots = asyncio.Semaphore(options.window)
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: asyncio.Queue[tuple[Outcome, str]] = asyncio.Queue()
+        self._writing = 0
         self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
-        self._pause_until = 0.0
-        self._throttle_streak = 0
         self._accepted_at: dict[str, float] = {}
         self._leased_at: dict[str, float] = {}
         self._unstored: dict[str, list[Receipt]] = {}
@@ -108,7 +127,7 @@ class Worker:
         self._ok, self._error, self._throttled = (
             self._submits(result) for result in ("ok", "error", "throttled")
         )
-        connector.on_receipt(self._receipts_put)
+        self.upstream.on_receipt(self._receipts_put)
 
     def _submits(self, result: str) -> Counter:
         return metrics.SUBMITS.labels(
@@ -172,12 +191,8 @@ class Worker:
         idle = self.options.poll_interval
         while not self._stopping.is_set():
             self.heartbeat = time.monotonic()
-            now = time.monotonic()
-            if now < self._pause_until:
-                await self._sleep(self._pause_until - now)
-                continue
-            if not self.connector.bound:
-                await self._sleep(0.1)
+            if not self.upstream.can_send():
+                await self._sleep(0.05)
                 continue
             free = self._free_slots()
             if free <= 0:
@@ -208,7 +223,8 @@ class Worker:
                 task.add_done_callback(self._tasks.discard)
 
     def _free_slots(self) -> int:
-        return self.options.window - len(self._tasks)
+        uncommitted = self._outcomes.qsize() + self._writing
+        return self.options.window - len(self._tasks) - uncommitted
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -231,29 +247,15 @@ class Worker:
             if age >= self.options.policy.max_age:
                 self._discard(message, "max-age", None)
                 return
-            started = time.perf_counter()
-            upstream_id = await self.connector.submit(
-                Outbound(
-                    message_id=message.id,
-                    source=message.sender_id,
-                    destination=message.destination,
-                    body=message.body,
-                )
-            )
-            self._latency.observe(time.perf_counter() - started)
+            upstream_id = await self._route(message)
+            if upstream_id is None:
+                self._outcomes.put_nowait((Release(message.id, owner), ""))
+                return
             self._ok.inc()
-            self._throttle_streak = 0
             self._remember(upstream_id, message.created_at.timestamp())
             self._unstored.setdefault(upstream_id, []).extend(self._early.pop(upstream_id, ()))
             self._outcomes.put_nowait((Submitted(message.id, owner, upstream_id), ""))
         except asyncio.CancelledError:
-            self._outcomes.put_nowait((Release(message.id, owner), ""))
-        except ThrottledError as exc:
-            self._throttled.inc()
-            self._throttle_streak += 1
-            delay = self.options.policy.throttle_backoff(self._throttle_streak, exc.retry_after, self._rng)
-            self._pause_until = max(self._pause_until, time.monotonic() + delay)
-            self._retries.inc()
             self._outcomes.put_nowait((Release(message.id, owner), ""))
         except PermanentError as exc:
             self._error.inc()
@@ -268,6 +270,47 @@ class Worker:
         finally:
             self._leased_at.pop(message.id, None)
             self._slots.release()
+
+    async def _route(self, message: Message) -> str | None:
+        """Submit through a connector serving the destination; None to hand the message back."""
+        outbound = Outbound(
+            message_id=message.id,
+            source=message.sender_id,
+            destination=message.destination,
+            body=message.body,
+        )
+        if self.upstream.should_fail():
+            raise TransientError("Injected submit failure (fault fail-submits)", code="fault")
+        throttled = unavailable = 0
+        waited_since: float | None = None
+        while True:
+            link = self.upstream.route(message.destination)
+            if link is None:
+                now = time.monotonic()
+                waited_since = waited_since or now
+                if self._stopping.is_set() or now - waited_since >= self.options.reroute_wait:
+                    return None
+                await self._sleep(0.05)
+                continue
+            waited_since = None
+            started = time.perf_counter()
+            try:
+                upstream_id = await link.submit(outbound)
+            except ThrottledError:
+                self._throttled.inc()
+                throttled += 1
+                if throttled >= self.options.max_throttled:
+                    return None
+                continue
+            except UnavailableError:
+                unavailable += 1
+                if unavailable % 5 == 0:
+                    await self._sleep(0.05)
+                if self._stopping.is_set():
+                    return None
+                continue
+            self._latency.observe(time.perf_counter() - started)
+            return upstream_id
 
     def _remember(self, upstream_id: str, created: float) -> None:
         self._accepted_at[upstream_id] = created
@@ -322,9 +365,11 @@ class Worker:
             await self._write_outcomes(batch)
 
     async def _write_outcomes(self, batch: list[tuple[Outcome, str]]) -> None:
+        self._writing += len(batch)
         try:
             await self._store_outcomes(batch)
         finally:
+            self._writing -= len(batch)
             for outcome, _ in batch:
                 if isinstance(outcome, Submitted):
                     for receipt in self._unstored.pop(outcome.upstream_message_id, ()):

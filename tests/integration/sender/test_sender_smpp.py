@@ -11,16 +11,15 @@ import asyncpg
 import pytest
 from tests.plugins.smsc import eventually, free_port
 
-from tiergate.sender.connectors.base import FaultyConnector
 from tiergate.sender.connectors.smpp import SmppConnector
+from tiergate.sender.faults import Faults
 from tiergate.sender.retry import RetryPolicy
 from tiergate.sender.smsc import TestSmsc
+from tiergate.sender.upstream import Upstream
 from tiergate.sender.worker import Worker, WorkerOptions
 from tiergate.store import Encoding, MessageState, NewMessage, Store, WorkerIdentity, open_store
 
-FAST = RetryPolicy(
-    max_attempts=3, base_delay=0.05, max_delay=0.2, throttle_delay=0.05, max_throttle_delay=0.2
-)
+FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.2)
 
 
 def new(i: int, destination: str = "+4915112345678") -> NewMessage:
@@ -47,15 +46,13 @@ async def running_worker(
     owner: str = "w1",
     visibility_timeout: float = 10.0,
 ) -> AsyncIterator[Worker]:
-    connector: SmppConnector | FaultyConnector = SmppConnector(
+    connector = SmppConnector(
         "127.0.0.1", port, "esme", "pw", window=64, rate=rate, submit_timeout=3.0, reconnect_min_delay=0.2
     )
-    if fail_share:
-        connector = FaultyConnector(connector, fail_share, seed=1)
     await connector.start()
     worker = Worker(
         store,
-        connector,
+        Upstream.single(connector, faults=Faults(fail_submits=fail_share), seed=1),
         WorkerIdentity(owner, "bulk", "r1"),
         "bulk",
         WorkerOptions(window=64, visibility_timeout=visibility_timeout, policy=policy),
@@ -145,7 +142,7 @@ async def test_upstream_down_then_back_delivers_everything(store: Store, smsc: T
     ids = [r.id for r in await store.enqueue([new(i) for i in range(100)])]
     async with running_worker(store, smsc.port) as worker:
         await asyncio.sleep(1.5)
-        assert not worker.connector.bound
+        assert not worker.upstream.bound
         assert await all_in(store, ids, {MessageState.QUEUED})
         more = [r.id for r in await store.enqueue([new(i) for i in range(100, 150)])]
         await smsc.bring_up()
@@ -237,3 +234,26 @@ async def test_a_receipt_is_acknowledged_only_once_stored(store: Store, engine_u
             assert await all_in(store, ids, {MessageState.DELIVERED})
     finally:
         await smsc.stop()
+
+
+async def test_a_slot_is_held_until_the_outcome_is_committed(
+    store: Store, smsc: TestSmsc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While outcome commits are held up, no more than the window is sent unrecorded."""
+    ids = [r.id for r in await store.enqueue([new(i) for i in range(500)])]
+    gate = asyncio.Event()
+    complete = store.complete
+
+    async def held(outcomes: object) -> list[bool]:
+        await gate.wait()
+        return await complete(outcomes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "complete", held)
+    async with running_worker(store, smsc.port):
+        await eventually(lambda: smsc.stats.accepted >= 64)
+        await asyncio.sleep(1.0)
+        sent_unrecorded = smsc.stats.accepted
+        gate.set()
+        await eventually(lambda: all_in(store, ids, {MessageState.SUBMITTED, MessageState.DELIVERED}))
+    assert sent_unrecorded <= 64
+    assert smsc.stats.snapshot()["duplicates"] == 0

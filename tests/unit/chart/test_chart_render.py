@@ -24,6 +24,8 @@ from tests.unit.chart.chart_helm import (
     source_docs,
 )
 
+from tiergate.sender.connectors.config import parse_upstream
+
 COMPONENTS = ("operator", "api", "replay")
 
 
@@ -338,3 +340,33 @@ def test_api_processes_reach_the_container_as_its_setting() -> None:
     assert env_of(default["containers"][0])["TIERGATE_API_PROCESSES"]["value"] == "1"
     two = by_kind(render("--set", "api.processes=2"), "Deployment")["tiergate-api"]
     assert env_of(two["spec"]["template"]["spec"]["containers"][0])["TIERGATE_API_PROCESSES"]["value"] == "2"
+
+
+def test_connectors_render_as_a_workers_configmap_the_worker_parses(tmp_path: Path) -> None:
+    values = tmp_path / "connectors.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "workers": {"namespaces": ["senders"]},
+                "upstream": {
+                    "connectors": [
+                        {"name": "a", "url": "smpp://a:2775", "tps": 300, "binds": 2, "prefixes": ["+49"]},
+                        {
+                            "name": "b",
+                            "url": "https://b/v1",
+                            "failover": 1,
+                            "passwordFrom": {"env": "B_TOKEN"},
+                        },
+                    ]
+                },
+            }
+        )
+    )
+    assert "tiergate-connectors" not in by_kind(render(), "ConfigMap")
+    config = by_kind(render("--values", str(values)), "ConfigMap")["tiergate-connectors"]
+    assert config["metadata"]["namespace"] == "senders"
+    spec = parse_upstream(config["data"]["connectors.yaml"])
+    assert [(c.name, c.tps, c.binds, c.prefixes, c.failover) for c in spec.connectors] == [
+        ("a", 300, 2, ("+49",), 0),
+        ("b", None, 1, (), 1),
+    ]

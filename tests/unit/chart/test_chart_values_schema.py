@@ -32,6 +32,14 @@ CASES: list[tuple[str, list[str], list[str]]] = [
         ["/securityContext/allowPrivilegeEscalation", "false"],
     ),
     ("no resource requests", ["api.resources.requests=null"], ["/api/resources", "requests"]),
+    ("a connector without its URL", ["upstream.connectors[0].name=a"], ["/upstream/connectors/0", "url"]),
+    (
+        "a connector password inline",
+        [
+            "upstream.connectors[0].name=a,upstream.connectors[0].url=smpp://h:1,upstream.connectors[0].password=x"
+        ],
+        ["/upstream/connectors/0", "'password' not allowed"],
+    ),
 ]
 
 

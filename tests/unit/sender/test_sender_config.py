@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import random
+from pathlib import Path
 
 import pytest
 
@@ -136,7 +137,8 @@ def test_worker_settings_from_env(tmp_path: object) -> None:
     }
     s = worker_settings(tier=None, env=env)
     assert (s.tier, s.traffic_class, s.revision, s.port) == ("gold", "gold", "abc", 9000)
-    assert (s.system_id, s.password) == ("sys", "pw")
+    assert s.credentials == {"default": ("sys", "pw")}
+    assert [c.url for c in s.upstream.connectors] == ["smpp://smsc:2775"]
     assert "pw" not in repr(s)
     flagged = worker_settings(tier="silver", traffic_class="bulk", port=1, env=env)
     assert (flagged.tier, flagged.traffic_class, flagged.port) == ("silver", "bulk", 1)
@@ -211,7 +213,6 @@ def test_retry_backoff_grows_caps_and_jitters() -> None:
     assert 0.5 <= delays[0] <= 1
     assert 4 <= delays[3] <= 8
     assert all(d <= 10 for d in delays)
-    assert policy.throttle_backoff(1, 7.0, rng) >= 7.0
 
 
 @pytest.mark.parametrize(
@@ -250,3 +251,23 @@ def test_smpp_addresses() -> None:
     assert source_address("+4915112345678").number == "4915112345678"
     assert destination_address("+4915112345678").number == "4915112345678"
     assert destination_address("+4915112345678").ton == 1
+
+
+def test_worker_connectors_come_from_a_file_then_inline_then_the_url(tmp_path: Path) -> None:
+    base = {
+        "TIERGATE_TIER": "t",
+        "TIERGATE_STORE_URL": "sqlite:///x.db",
+        "TIERGATE_UPSTREAM_URL": "smpp://u:1",
+    }
+    inline = "connectors: [{name: inline, url: 'smpp://i:1', binds: 3, window: 100, passwordFrom: {env: PW}}]"
+    path = tmp_path / "connectors.yaml"
+    path.write_text("connectors: [{name: filed, url: 'smpp://f:1'}]")
+    assert [c.name for c in worker_settings(tier=None, env=base).upstream.connectors] == ["default"]
+    s = worker_settings(tier=None, env={**base, "TIERGATE_CONNECTORS": inline, "PW": "pw"})
+    assert [c.name for c in s.upstream.connectors] == ["inline"]
+    assert s.credentials == {"inline": ("", "pw")}
+    assert s.window == 300, "room for every bind's window"
+    filed = {**base, "TIERGATE_CONNECTORS": inline, "TIERGATE_CONNECTORS_FILE": str(path)}
+    assert [c.name for c in worker_settings(tier=None, env=filed).upstream.connectors] == ["filed"]
+    with pytest.raises(ConfigError, match=r"Connector inline: environment variable PW is not set"):
+        worker_settings(tier=None, env={**base, "TIERGATE_CONNECTORS": inline})

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tiergate.sender.errors import TransientError
+from tiergate.sender.errors import UnavailableError
 from tiergate.sender.ratelimit import TokenBucket
 
 
@@ -65,6 +64,15 @@ class Connector(abc.ABC):
         """Register the function called (on the loop) for each delivery receipt."""
         self._receipt_handler = handler
 
+    def take_rate(self) -> float | None:
+        """Hand this connector's rate limit to the caller (which then enforces it); its rate."""
+        bucket, self._bucket = self._bucket, None
+        return bucket.rate if bucket is not None else None
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """The upstream's URL, without credentials."""
+
     @property
     @abc.abstractmethod
     def bound(self) -> bool:
@@ -85,7 +93,7 @@ class Connector(abc.ABC):
     async def submit(self, message: Outbound) -> str:
         """Submit one message within the window and rate limit; return the upstream id."""
         if not self.bound:
-            raise TransientError(f"{self.kind} upstream not bound", code="not-bound")
+            raise UnavailableError(f"{self.kind} upstream not bound", code="not-bound")
         async with self._slots:
             if self._bucket is not None:
                 await self._bucket.acquire()
@@ -94,56 +102,3 @@ class Connector(abc.ABC):
     def _deliver_receipt(self, receipt: Receipt) -> None:
         if self._receipt_handler is not None:
             self._receipt_handler(receipt)
-
-
-class FaultyConnector(Connector):
-    """Wraps a connector for the fault switch: fails a share of submits, or reports unbound.
-
-    Both hold only while ``failing()`` says so (``fail-after``: a release that works first).
-    """
-
-    kind = "faulty"
-
-    def __init__(
-        self,
-        inner: Connector,
-        share: float,
-        *,
-        seed: int | None = None,
-        unbind: bool = False,
-        failing: Callable[[], bool] = lambda: True,
-    ) -> None:
-        super().__init__(window=inner.window)
-        self.inner = inner
-        self.share = share
-        self.unbind = unbind
-        self.failing = failing
-        self._rng = random.Random(seed)
-
-    @property
-    def bound(self) -> bool:
-        """Whether the wrapped connector is bound and no unbind fault is in effect."""
-        return self.inner.bound and not (self.unbind and self.failing())
-
-    def on_receipt(self, handler: ReceiptHandler) -> None:
-        """Register the receipt handler on the wrapped connector."""
-        self.inner.on_receipt(handler)
-
-    async def start(self) -> None:
-        """Start the wrapped connector."""
-        await self.inner.start()
-
-    async def submit(self, message: Outbound) -> str:
-        """Fail this submit while the fault is in effect (unbound, or by share), else pass it on."""
-        if self.unbind and self.failing():
-            raise TransientError("Upstream unbound by fault no-bind", code="not-bound")
-        if self.share and self.failing() and self._rng.random() < self.share:
-            raise TransientError("Injected submit failure (fault fail-submits)", code="fault")
-        return await self.inner.submit(message)
-
-    async def _submit(self, message: Outbound) -> str:
-        return await self.inner.submit(message)
-
-    async def close(self) -> None:
-        """Close the wrapped connector."""
-        await self.inner.close()

@@ -17,6 +17,7 @@ def connector_from_url(
     password: str = "",
     window: int = 64,
     rate: float | None = None,
+    submit_timeout: float = 10.0,
 ) -> Connector:
     """A connector for `url`; SMPP credentials come from the arguments, never the URL."""
     parts = urlsplit(url)
@@ -30,7 +31,8 @@ def connector_from_url(
             password,
             window=window,
             rate=rate,
+            submit_timeout=submit_timeout,
         )
     if parts.scheme in {"http", "https"}:
-        return HttpConnector(url, token=password, window=window, rate=rate)
+        return HttpConnector(url, token=password, window=window, rate=rate, timeout=submit_timeout)
     raise ConfigError(f"Unsupported upstream scheme {parts.scheme!r}: use smpp:// or http(s)://")

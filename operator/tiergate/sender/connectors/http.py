@@ -46,6 +46,10 @@ class HttpConnector(Connector):
         )
         self._started = False
 
+    def describe(self) -> str:
+        """The provider's URL."""
+        return self.url
+
     @property
     def bound(self) -> bool:
         """An HTTP provider is usable once started; failures show per request."""

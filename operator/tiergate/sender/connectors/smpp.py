@@ -64,7 +64,13 @@ from aiosmpplib.state import (
 )
 
 from tiergate.sender.connectors.base import Connector, Outbound, Receipt
-from tiergate.sender.errors import PermanentError, ThrottledError, TransientError, UpstreamError
+from tiergate.sender.errors import (
+    PermanentError,
+    ThrottledError,
+    TransientError,
+    UnavailableError,
+    UpstreamError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +177,7 @@ class _Correlator(SimpleCorrelator):  # type: ignore[misc]
 
 
 class _AlwaysAllow(AbstractThrottleHandler):  # type: ignore[misc]
-    """Throttling is handled by the worker's backoff, not inside the session."""
+    """Throttling lowers the worker's rate for this connector (`tiergate.sender.routing`)."""
 
     async def throttled(self) -> None:
         return None
@@ -457,6 +463,10 @@ class SmppConnector(Connector):
         if ack_after_store:
             self._esme.receipt_sink = self._on_receipt_to_store
 
+    def describe(self) -> str:
+        """The SMSC's URL."""
+        return f"smpp://{self.host}:{self.port}"
+
     @property
     def bound(self) -> bool:
         """Whether the session is bound as transceiver."""
@@ -475,7 +485,7 @@ class SmppConnector(Connector):
                 log.info("SMPP session changed host=%s port=%d bound=%s", self.host, self.port, bound)
                 self._was_bound = bound
                 if not bound:
-                    self._fail_pending(TransientError("SMPP session lost", code="unbound"))
+                    self._fail_pending(UnavailableError("SMPP session lost", code="unbound"))
             await asyncio.sleep(0.05)
 
     def _fail_pending(self, error: UpstreamError) -> None:
@@ -524,7 +534,7 @@ class SmppConnector(Connector):
         if isinstance(error, ValueError):
             future.set_exception(PermanentError(f"Message cannot be sent: {error}", code="encode"))
         else:
-            future.set_exception(TransientError(f"Transport error: {error!r}", code="transport"))
+            future.set_exception(UnavailableError(f"Transport error: {error!r}", code="transport"))
 
     async def _on_deliver(self, deliver: DeliverSm) -> None:
         receipt = receipt_of(deliver)
@@ -556,4 +566,4 @@ class SmppConnector(Connector):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             await self._esme.close_socket()
-        self._fail_pending(TransientError("SMPP connector closed", code="closed"))
+        self._fail_pending(UnavailableError("SMPP connector closed", code="closed"))
