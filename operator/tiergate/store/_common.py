@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from tiergate.domain.webhooks import DeliveryState
 from tiergate.store.base import (
     ClaimOutcome,
     DiscardEvent,
@@ -29,6 +30,8 @@ from tiergate.store.base import (
     ReplayJob,
     ReplayState,
     SkipReason,
+    WebhookEvent,
+    WebhookResult,
 )
 
 log = logging.getLogger("tiergate.store")
@@ -59,9 +62,14 @@ MESSAGE_COLUMNS = (
     "revision",
     "replay_count",
     "replay_job_id",
+    "callback_url",
+    "expires_at",
+    "send_at",
 )
 _MESSAGE_TIME_COLUMNS = frozenset(
     {
+        "expires_at",
+        "send_at",
         "next_attempt_at",
         "lease_expires_at",
         "created_at",
@@ -104,6 +112,30 @@ JOB_COLUMNS = (
     "error",
     "created_at",
     "updated_at",
+)
+
+WEBHOOK_COLUMNS = (
+    "seq",
+    "message_id",
+    "customer_id",
+    "callback_url",
+    "client_ref",
+    "state",
+    "reason",
+    "upstream_message_id",
+    "occurred_at",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_attempt_at",
+    "last_status",
+    "last_error",
+    "sent_at",
+)
+_WEBHOOK_TIME_INDEXES = tuple(
+    i
+    for i, name in enumerate(WEBHOOK_COLUMNS)
+    if name in ("occurred_at", "next_attempt_at", "last_attempt_at", "sent_at")
 )
 
 GROUP_COLUMNS = {
@@ -149,6 +181,21 @@ def row_to_message(row: Iterable[Any], conv: TimeIn) -> Message:
     values[6] = _ENCODINGS[values[6]]
     values[10] = _STATES[values[10]]
     return Message._make(values)
+
+
+def row_to_webhook(row: Iterable[Any], conv: TimeIn) -> WebhookEvent:
+    """Map a row selected with `WEBHOOK_COLUMNS` to a `WebhookEvent`."""
+    values = list(row)
+    for i in _WEBHOOK_TIME_INDEXES:
+        values[i] = conv(values[i])
+    return WebhookEvent(*values)
+
+
+def webhook_status(result: WebhookResult) -> DeliveryState:
+    """Where an event is after a post: sent, pending another try, or failed for good."""
+    if result.sent:
+        return DeliveryState.SENT
+    return DeliveryState.FAILED if result.retry_at is None else DeliveryState.PENDING
 
 
 def row_to_discard(row: Iterable[Any], conv: TimeIn) -> DiscardEvent:

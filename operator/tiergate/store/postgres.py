@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
+from tiergate.domain.webhooks import REASON_EXPIRED, REASON_RECEIPT_TIMEOUT
 from tiergate.store import _common as c
 from tiergate.store.base import (
     ClaimOutcome,
@@ -49,6 +50,9 @@ from tiergate.store.base import (
     StoreCounters,
     StoreUnavailable,
     Submitted,
+    WebhookBacklog,
+    WebhookEvent,
+    WebhookResult,
     WorkerIdentity,
 )
 from tiergate.store.ids import new_id, new_ids
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
 _COLS = ", ".join(c.MESSAGE_COLUMNS)
 _MCOLS = ", ".join(f"m.{name}" for name in c.MESSAGE_COLUMNS)
 _DCOLS = ", ".join(c.DISCARD_COLUMNS)
+_WCOLS = ", ".join(c.WEBHOOK_COLUMNS)
 _JCOLS = ", ".join(c.JOB_COLUMNS)
 _FILTERS = c.FilterSQL(lambda n: f"${n}", lambda t: t, arrays=True)
 _MIGRATION_LOCK = 0x7469657267617465  # "tiergate"
@@ -80,10 +85,13 @@ _UNAVAILABLE = (
 # 8.0-8.4 us a row (jsonb; plain json re-parses the text for every ->> and was slower).
 _INSERT_PLAIN = (
     "INSERT INTO messages (id, customer_id, traffic_class, destination, sender_id, body,"
-    " encoding, segments, client_ref, idempotency_key, state, attempts, next_attempt_at, due_at,"
-    " created_at, updated_at, replay_count)"
+    " encoding, segments, client_ref, idempotency_key, callback_url, expires_at, send_at,"
+    " state, attempts, next_attempt_at, due_at, created_at, updated_at, replay_count)"
     " SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, r->>6, (r->>7)::int, r->>8, r->>9,"
-    " 'queued', 0, $2, $2, $2, $2, 0 FROM jsonb_array_elements($1::jsonb) AS r"
+    " r->>10, to_timestamp((r->>11)::float8), to_timestamp((r->>12)::float8),"
+    " 'queued', 0, COALESCE(to_timestamp((r->>12)::float8), $2),"
+    " COALESCE(to_timestamp((r->>12)::float8), $2), $2, $2, 0"
+    " FROM jsonb_array_elements($1::jsonb) AS r"
 )
 _INSERT_KEYED = (
     _INSERT_PLAIN + " ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
@@ -472,7 +480,7 @@ class PostgresStore(Store):
             " delivered_at = $3, updated_at = $3,"
             " last_error = CASE WHEN ($2::jsonb -> m.upstream_message_id ->> 0)::boolean"
             " THEN m.last_error ELSE COALESCE($2::jsonb -> m.upstream_message_id ->> 1, m.last_error) END"
-            " WHERE m.upstream_message_id = ANY($1::text[]) AND m.state = 'submitted'"
+            " WHERE m.upstream_message_id = ANY($1::text[]) AND m.state IN ('submitted', 'unknown')"
             f" RETURNING {_MCOLS}, $2::jsonb -> m.upstream_message_id ->> 1",
             list(outcome),
             orjson.dumps(outcome).decode(),
@@ -506,6 +514,122 @@ class PostgresStore(Store):
             )
         return [found.get(r.upstream_message_id) for r in receipts]
 
+    async def expire_unreceipted(self, submitted_before: datetime, limit: int = 1000) -> int:
+        """Submitted messages older than the cutoff without a receipt become unknown."""
+        ts = self._now()
+        async with self._tx() as conn:
+            rows = await conn.fetch(
+                "WITH picked AS (SELECT id FROM messages WHERE state = 'submitted'"
+                " AND submitted_at < $1 ORDER BY submitted_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                " UPDATE messages m SET state = $3, last_error = $4, updated_at = $5"
+                " FROM picked WHERE m.id = picked.id RETURNING m.id",
+                submitted_before,
+                limit,
+                MessageState.UNKNOWN.value,
+                REASON_RECEIPT_TIMEOUT,
+                ts,
+            )
+            if rows:
+                await conn.execute(
+                    _EVENTS,
+                    [r[0] for r in rows],
+                    ts,
+                    [MessageState.UNKNOWN.value] * len(rows),
+                    [f"reason={REASON_RECEIPT_TIMEOUT}"] * len(rows),
+                )
+        return len(rows)
+
+    async def expire_queued(self, limit: int = 1000) -> int:
+        """Queued messages past their validity are discarded with reason expired."""
+        now = self._clock()
+        ts = _ts(now)
+        async with self._tx() as conn:
+            rows = await conn.fetch(
+                "WITH picked AS (SELECT id FROM messages WHERE expires_at <= $1"
+                " AND state = 'queued' ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                " UPDATE messages m SET state = 'discarded', last_error = $3, due_at = NULL,"
+                " updated_at = $1 FROM picked WHERE m.id = picked.id"
+                " RETURNING m.id, m.customer_id, m.traffic_class, m.tier, m.revision, m.attempts,"
+                " m.created_at",
+                ts,
+                limit,
+                REASON_EXPIRED,
+            )
+            if rows:
+                await conn.executemany(
+                    f"INSERT INTO discards ({_DCOLS}) VALUES"
+                    " ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, NULL, NULL)",
+                    [
+                        (did, *r[:5], REASON_EXPIRED, r[5], ts, r[6])
+                        for did, r in zip(new_ids(len(rows), now), rows, strict=True)
+                    ],
+                )
+                await conn.execute(
+                    _EVENTS,
+                    [r[0] for r in rows],
+                    ts,
+                    [MessageState.DISCARDED.value] * len(rows),
+                    [f"reason={REASON_EXPIRED}"] * len(rows),
+                )
+        return len(rows)
+
+    # --- webhooks -----------------------------------------------------------------------
+
+    async def claim_webhook_events(self, limit: int, lease: float) -> list[WebhookEvent]:
+        """Take due events, the oldest pending one of each message only, skipping locked rows."""
+        now = self._clock()
+        async with self._tx() as conn:
+            rows = await conn.fetch(
+                "WITH picked AS (SELECT e.seq FROM webhook_events e WHERE e.status = 'pending'"
+                " AND e.next_attempt_at <= $1 AND NOT EXISTS (SELECT 1 FROM webhook_events p"
+                " WHERE p.message_id = e.message_id AND p.status = 'pending' AND p.seq < e.seq)"
+                " ORDER BY e.next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                " UPDATE webhook_events w SET next_attempt_at = $3 FROM picked"
+                f" WHERE w.seq = picked.seq RETURNING {', '.join(f'w.{n}' for n in c.WEBHOOK_COLUMNS)}",
+                _ts(now),
+                limit,
+                _ts(now + lease),
+            )
+        return sorted((c.row_to_webhook(row, c.identity_time) for row in rows), key=lambda e: e.seq)
+
+    async def record_webhook_results(self, results: Sequence[WebhookResult]) -> None:
+        """Settle events after a post, in one statement."""
+        if not results:
+            return
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE webhook_events w SET status = u.status, attempts = w.attempts + 1,"
+                " last_attempt_at = $1::timestamptz, last_status = u.code, last_error = u.error,"
+                " next_attempt_at = COALESCE(u.retry_at, w.next_attempt_at),"
+                " sent_at = CASE WHEN u.status = 'sent' THEN $1::timestamptz END"
+                " FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[], $6::timestamptz[])"
+                " AS u(seq, status, code, error, retry_at)"
+                " WHERE w.seq = u.seq AND w.status = 'pending'",
+                self._now(),
+                [r.seq for r in results],
+                [c.webhook_status(r).value for r in results],
+                [r.status_code for r in results],
+                [r.error for r in results],
+                [r.retry_at for r in results],
+            )
+
+    async def webhook_events(self, message_id: str) -> list[WebhookEvent]:
+        """A message's events, oldest first."""
+        async with self._tx() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_WCOLS} FROM webhook_events WHERE message_id = $1 ORDER BY seq", message_id
+            )
+        return [c.row_to_webhook(row, c.identity_time) for row in rows]
+
+    async def webhook_backlog(self) -> WebhookBacklog:
+        """Pending events and the oldest one's time."""
+        async with self._tx() as conn:
+            row = await conn.fetchrow(
+                "SELECT COUNT(*), MIN(occurred_at) FROM webhook_events WHERE status = 'pending'"
+            )
+        assert row is not None
+        return WebhookBacklog(int(row[0]), row[1])
+
     # --- reads --------------------------------------------------------------------------
 
     async def get(self, id: str) -> MessageView | None:
@@ -530,7 +654,7 @@ class PostgresStore(Store):
                 "SELECT traffic_class,"
                 " COUNT(*) FILTER (WHERE state = 'queued'),"
                 " COUNT(*) FILTER (WHERE state = 'in_flight'),"
-                " MIN(created_at) FILTER (WHERE state = 'queued')"
+                " MIN(GREATEST(created_at, send_at)) FILTER (WHERE state = 'queued')"
                 " FROM messages WHERE due_at IS NOT NULL GROUP BY traffic_class"
             )
         return {r[0]: QueueStats(r[0], int(r[1]), int(r[2]), r[3]) for r in rows}

@@ -18,9 +18,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tiergate.domain.webhooks import REASON_EXPIRED, REASON_RECEIPT_TIMEOUT
 from tiergate.store import _common as c
 from tiergate.store.base import (
     ClaimOutcome,
@@ -49,6 +51,9 @@ from tiergate.store.base import (
     StoreCounters,
     StoreUnavailable,
     Submitted,
+    WebhookBacklog,
+    WebhookEvent,
+    WebhookResult,
     WorkerIdentity,
 )
 from tiergate.store.ids import new_id, new_ids
@@ -58,17 +63,18 @@ SyncOp = Callable[[sqlite3.Connection], Any]
 
 _COLS = ", ".join(c.MESSAGE_COLUMNS)
 _DCOLS = ", ".join(c.DISCARD_COLUMNS)
+_WCOLS = ", ".join(c.WEBHOOK_COLUMNS)
 _JCOLS = ", ".join(c.JOB_COLUMNS)
 _INSERT_HEAD = (
     "INSERT INTO messages (id, customer_id, traffic_class, destination, sender_id, body,"
-    " encoding, segments, client_ref, idempotency_key, state, attempts, next_attempt_at,"
-    " due_at, created_at, updated_at, replay_count) VALUES "
+    " encoding, segments, client_ref, idempotency_key, callback_url, expires_at, send_at,"
+    " state, attempts, next_attempt_at, due_at, created_at, updated_at, replay_count) VALUES "
 )
-_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, 0)"
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, 0)"
 _INSERT = _INSERT_HEAD + _INSERT_ROW
 # Rows per multi-row INSERT: one statement step inserts them all with the GIL released
 # (an executemany steps once per row and takes the GIL back between rows, so the event
-# loop thread and this one would take turns). 14 parameters a row stays far below
+# loop thread and this one would take turns). 17 parameters a row stays far below
 # SQLite's 32,766.
 _INSERT_CHUNK = 256
 _INSERT_KEYED = (
@@ -297,8 +303,9 @@ class SQLiteStore(Store):
         plain: list[tuple[Any, ...]] = []
         keyed: list[tuple[Any, ...]] = []
         for mid, m in zip(ids, batch, strict=True):
-            # NewMessage is a tuple: customer_id … body, encoding, segments, client_ref, key.
-            row = (mid, *m[:5], m.encoding.value, *m[6:], now, now, now, now)
+            # NewMessage is a tuple: customer_id … body, encoding, then the rest as stored.
+            due = now if m.send_at is None else m.send_at
+            row = (mid, *m[:5], m.encoding.value, *m[6:], due, due, now, now)
             (plain if m.idempotency_key is None else keyed).append(row)
         for first in range(0, len(plain), _INSERT_CHUNK):
             chunk = plain[first : first + _INSERT_CHUNK]
@@ -509,7 +516,7 @@ class SQLiteStore(Store):
         row = conn.execute(
             "UPDATE messages SET state = ?, delivered_at = ?, updated_at = ?,"
             " last_error = COALESCE(?, last_error)"
-            " WHERE upstream_message_id = ? AND state = 'submitted'"
+            " WHERE upstream_message_id = ? AND state IN ('submitted', 'unknown')"
             f" RETURNING {_COLS}",
             (state, now, now, None if r.delivered else r.detail, r.upstream_message_id),
         ).fetchone()
@@ -533,6 +540,119 @@ class SQLiteStore(Store):
                 (r.upstream_message_id, int(r.delivered), r.detail, now),
             )
         return None
+
+    async def expire_unreceipted(self, submitted_before: datetime, limit: int = 1000) -> int:
+        """Submitted messages older than the cutoff without a receipt become unknown."""
+        cutoff = c.to_epoch(submitted_before)
+
+        def op(conn: sqlite3.Connection) -> int:
+            now = self._clock()
+            rows = conn.execute(
+                "UPDATE messages SET state = ?, last_error = ?, updated_at = ?"
+                " WHERE id IN (SELECT id FROM messages WHERE state = 'submitted'"
+                " AND submitted_at < ? ORDER BY submitted_at LIMIT ?) RETURNING id",
+                (MessageState.UNKNOWN.value, REASON_RECEIPT_TIMEOUT, now, cutoff, limit),
+            ).fetchall()
+            detail = f"reason={REASON_RECEIPT_TIMEOUT}"
+            conn.executemany(_EVENT, [(row[0], now, MessageState.UNKNOWN.value, detail) for row in rows])
+            return len(rows)
+
+        result: int = await self._write(op)
+        return result
+
+    async def expire_queued(self, limit: int = 1000) -> int:
+        """Queued messages past their validity are discarded with reason expired."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            now = self._clock()
+            rows = conn.execute(
+                "UPDATE messages SET state = 'discarded', last_error = ?, due_at = NULL,"
+                " updated_at = ? WHERE id IN (SELECT id FROM messages WHERE expires_at <= ?"
+                " AND state = 'queued' ORDER BY expires_at LIMIT ?)"
+                " RETURNING id, customer_id, traffic_class, tier, revision, attempts, created_at",
+                (REASON_EXPIRED, now, now, limit),
+            ).fetchall()
+            conn.executemany(
+                f"INSERT INTO discards ({_DCOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL, NULL)",
+                [
+                    (did, *row[:5], REASON_EXPIRED, row[5], now, row[6])
+                    for did, row in zip(new_ids(len(rows), now), rows, strict=True)
+                ],
+            )
+            conn.executemany(
+                _EVENT,
+                [(row[0], now, MessageState.DISCARDED.value, f"reason={REASON_EXPIRED}") for row in rows],
+            )
+            return len(rows)
+
+        result: int = await self._write(op)
+        return result
+
+    # --- webhooks -----------------------------------------------------------------------
+
+    async def claim_webhook_events(self, limit: int, lease: float) -> list[WebhookEvent]:
+        """Take due events, the oldest pending one of each message only."""
+
+        def op(conn: sqlite3.Connection) -> list[WebhookEvent]:
+            now = self._clock()
+            rows = conn.execute(
+                "UPDATE webhook_events SET next_attempt_at = ? WHERE seq IN"
+                " (SELECT e.seq FROM webhook_events e WHERE e.status = 'pending'"
+                " AND e.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM webhook_events p"
+                " WHERE p.message_id = e.message_id AND p.status = 'pending' AND p.seq < e.seq)"
+                f" ORDER BY e.next_attempt_at LIMIT ?) RETURNING {_WCOLS}",
+                (now + lease, now, limit),
+            ).fetchall()
+            return sorted((c.row_to_webhook(row, c.from_epoch) for row in rows), key=lambda e: e.seq)
+
+        result: list[WebhookEvent] = await self._write(op)
+        return result
+
+    async def record_webhook_results(self, results: Sequence[WebhookResult]) -> None:
+        """Settle events after a post."""
+        if not results:
+            return
+        items = list(results)
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            conn.executemany(
+                "UPDATE webhook_events SET status = ?, attempts = attempts + 1, last_attempt_at = ?,"
+                " last_status = ?, last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
+                " sent_at = ? WHERE seq = ? AND status = 'pending'",
+                [
+                    (
+                        c.webhook_status(r).value,
+                        now,
+                        r.status_code,
+                        r.error,
+                        None if r.retry_at is None else c.to_epoch(r.retry_at),
+                        now if r.sent else None,
+                        r.seq,
+                    )
+                    for r in items
+                ],
+            )
+
+        await self._write(op)
+
+    async def webhook_events(self, message_id: str) -> list[WebhookEvent]:
+        """A message's events, oldest first."""
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {_WCOLS} FROM webhook_events WHERE message_id = ? ORDER BY seq", (message_id,)
+            ).fetchall()
+        )
+        return [c.row_to_webhook(row, c.from_epoch) for row in rows]
+
+    async def webhook_backlog(self) -> WebhookBacklog:
+        """Pending events and the oldest one's time."""
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT COUNT(*), MIN(occurred_at) FROM webhook_events WHERE status = 'pending'"
+            ).fetchone()
+        )
+        return WebhookBacklog(int(row[0]), c.from_epoch(row[1]))
 
     # --- reads --------------------------------------------------------------------------
 
@@ -565,7 +685,7 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 "SELECT traffic_class,"
                 " SUM(state = 'queued'), SUM(state = 'in_flight'),"
-                " MIN(CASE WHEN state = 'queued' THEN created_at END)"
+                " MIN(CASE WHEN state = 'queued' THEN MAX(created_at, COALESCE(send_at, 0)) END)"
                 " FROM messages WHERE due_at IS NOT NULL GROUP BY traffic_class"
             ).fetchall()
             return {

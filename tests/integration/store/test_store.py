@@ -90,6 +90,9 @@ async def test_a_large_mixed_batch_keeps_every_field_exactly(store: Store) -> No
             segments=1 + i % 3,
             client_ref=None if i % 4 else f"ref-{i}",
             idempotency_key=None if i % 5 else f"key-{i}",
+            callback_url=None if i % 3 else f"https://hooks.example/{i}?a=b&c='d'",
+            expires_at=None if i % 6 else 4_000_000_000.25 + i,
+            send_at=None if i % 7 else 3_000_000_000.5 + i,
         )
         for i in range(700)
     ]
@@ -103,7 +106,10 @@ async def test_a_large_mixed_batch_keeps_every_field_exactly(store: Store) -> No
         assert view is not None
         m, sent = view.message, batch[i]
         assert (m.customer_id, m.traffic_class, m.destination, m.sender_id, m.body) == sent[:5]
-        assert (m.encoding, m.segments, m.client_ref, m.idempotency_key) == sent[5:]
+        assert (m.encoding, m.segments, m.client_ref, m.idempotency_key) == sent[5:9]
+        assert m.callback_url == sent.callback_url
+        assert (m.expires_at.timestamp() if m.expires_at else None) == sent.expires_at
+        assert (m.send_at.timestamp() if m.send_at else None) == sent.send_at
         assert m.state is MessageState.QUEUED
     stats = await store.queue_stats()
     assert (stats["otp"].queued, stats["bulk"].queued) == (350, 350)

@@ -14,6 +14,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from tiergate.sender.errors import TransientError
 from tiergate.sender.ratelimit import TokenBucket
@@ -27,6 +28,8 @@ class Outbound:
     source: str
     destination: str
     body: str
+    # When the message stops being worth delivering (SMPP validity_period), if it has a limit.
+    validity: datetime | None = None
 
 
 def _nothing_to_ack() -> None:
