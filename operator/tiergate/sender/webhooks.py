@@ -99,8 +99,9 @@ class Dispatcher:
 
     @property
     def lease(self) -> float:
-        """How long a claim holds: longer than one round of requests can take."""
-        return 2 * self.settings.timeout + 10.0
+        """How long a claim holds: a round's requests (one wave, each within the timeout) and its
+        two store writes; an event whose claim lapses mid-round is sent again, never lost."""
+        return 3 * self.settings.timeout
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until `stop` is set."""
