@@ -1,8 +1,9 @@
 """Numbered schema migrations, one list per engine.
 
-Migration N is the N-th entry (1-based); `schema_version` records which ran. Both engines
-apply them when a store opens, under a lock (SQLite: an IMMEDIATE transaction; PostgreSQL:
-a transaction-scoped advisory lock), so two processes opening at once apply each once.
+Migration N is the N-th entry (1-based); `schema_version` records which ran. One runner
+(`_dialect.DialectStore.migrate_flow`) applies them when a store opens, under a lock (SQLite:
+an IMMEDIATE transaction; PostgreSQL: a transaction-scoped advisory lock), so two processes
+opening at once apply each once.
 Append new migrations; never edit one that has shipped.
 
 Columns ``due_at``: when a queued or in-flight message may next be leased (its
@@ -97,6 +98,8 @@ SQLITE_MIGRATIONS: list[tuple[str, ...]] = [
             updated_at REAL NOT NULL
         )""",
     ),
+    # Event details as data: a JSON object (``event`` plus fields) instead of a sentence.
+    ("ALTER TABLE message_events ADD COLUMN data TEXT",),
 ]
 
 POSTGRES_MIGRATIONS: list[tuple[str, ...]] = [
@@ -184,6 +187,7 @@ POSTGRES_MIGRATIONS: list[tuple[str, ...]] = [
             updated_at TIMESTAMPTZ NOT NULL
         )""",
     ),
+    ("ALTER TABLE message_events ADD COLUMN data JSONB",),
 ]
 
 # Migration 2: delivery options, the receipt-timeout state and the webhook outbox.
