@@ -84,6 +84,19 @@ class Proc:
         return self.log.read_text(errors="replace")
 
 
+def bulk_worker_env(common: dict[str, str], http_port: int, smpp_port: int) -> dict[str, str]:
+    """The environment of a crash-test worker of tier bulk: short leases, a window of 64."""
+    return {
+        **common,
+        "TIERGATE_TIER": "bulk",
+        "TIERGATE_REVISION": "r1",
+        "TIERGATE_HTTP_PORT": str(http_port),
+        "TIERGATE_UPSTREAM_URL": f"smpp://127.0.0.1:{smpp_port}",
+        "TIERGATE_VISIBILITY_TIMEOUT": "5",
+        "TIERGATE_WINDOW": "64",
+    }
+
+
 def wait_http(url: str, timeout: float = 30.0, status: int | None = None) -> httpx.Response:
     """Poll `url` until it answers (with `status`, if given)."""
     deadline = time.monotonic() + timeout

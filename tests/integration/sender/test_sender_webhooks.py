@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.plugins.smsc import Proc, eventually, free_port, wait_http
+from tests.plugins.smsc import Proc, bulk_worker_env, eventually, free_port, wait_http
 from tests.plugins.webhooks import WebhookReceiver, webhooks_config
 
 from tiergate.domain.webhooks import event_type
@@ -84,15 +84,7 @@ class Stack:
             "sender",
             "worker",
             name=f"worker{i}",
-            env={
-                **self.common,
-                "TIERGATE_TIER": "bulk",
-                "TIERGATE_REVISION": "r1",
-                "TIERGATE_HTTP_PORT": str(self.worker_ports[i]),
-                "TIERGATE_UPSTREAM_URL": f"smpp://127.0.0.1:{self.smpp_port}",
-                "TIERGATE_VISIBILITY_TIMEOUT": "5",
-                "TIERGATE_WINDOW": "64",
-            },
+            env=bulk_worker_env(self.common, self.worker_ports[i], self.smpp_port),
         )
 
     def client(self) -> httpx.AsyncClient:
