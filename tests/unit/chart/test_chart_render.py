@@ -7,6 +7,7 @@ has probes, requests, a PodDisruptionBudget and a NetworkPolicy.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +339,27 @@ def test_api_processes_reach_the_container_as_its_setting() -> None:
     assert env_of(default["containers"][0])["TIERGATE_API_PROCESSES"]["value"] == "1"
     two = by_kind(render("--set", "api.processes=2"), "Deployment")["tiergate-api"]
     assert env_of(two["spec"]["template"]["spec"]["containers"][0])["TIERGATE_API_PROCESSES"]["value"] == "2"
+
+
+def test_webhook_secrets_reach_the_api_only_when_configured() -> None:
+    def api_env(*args: str) -> dict[str, Any]:
+        api = by_kind(render(*args), "Deployment")["tiergate-api"]
+        return env_of(api["spec"]["template"]["spec"]["containers"][0])
+
+    default = api_env()
+    assert "TIERGATE_WEBHOOKS" not in default
+    assert default["TIERGATE_RECEIPT_TIMEOUT"]["value"] == "72h"
+    customers = '{"acme": {"url": "https://hooks.acme.example/sms", "secrets": ["0123456789abcdef0"]}}'
+    docs = render("--set-json", f"api.webhooks.customers={customers}")
+    secret = by_kind(docs, "Secret")["tiergate-api-webhooks"]
+    config = yaml.safe_load(base64.b64decode(secret["data"]["webhooks.yaml"]))
+    assert config == {"customers": yaml.safe_load(customers)}
+    api = by_kind(docs, "Deployment")["tiergate-api"]["spec"]["template"]["spec"]["containers"][0]
+    ref = env_of(api)["TIERGATE_WEBHOOKS"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "tiergate-api-webhooks", "key": "webhooks.yaml"}
+    mine = api_env("--set", "api.webhooks.existingSecret=my-hooks")
+    assert mine["TIERGATE_WEBHOOKS"]["valueFrom"]["secretKeyRef"]["name"] == "my-hooks"
+    bad = helm(
+        "template", "t", str(CHART), "--set-json", 'api.webhooks.customers={"a": {"secrets": ["short"]}}'
+    )
+    assert bad.returncode != 0
