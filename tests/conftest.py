@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.plugins.prometheus",
     "tests.plugins.operator",
     "tests.plugins.replay",
+    "tests.plugins.openapi",
 ]

@@ -219,9 +219,9 @@ class IngestApi:
         headroom.
         """
         limit = self.settings.max_queue_depth
-        if limit is None:
-            return None
         for tc, n in counts.items():
+            if limit is None:
+                break
             row = self._stats.get(tc)
             depth = row.depth if row is not None else 0
             mine = self._reserved.get(tc, 0) + self._committed.get(tc, 0)
