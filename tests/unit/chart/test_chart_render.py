@@ -338,3 +338,17 @@ def test_api_processes_reach_the_container_as_its_setting() -> None:
     assert env_of(default["containers"][0])["TIERGATE_API_PROCESSES"]["value"] == "1"
     two = by_kind(render("--set", "api.processes=2"), "Deployment")["tiergate-api"]
     assert env_of(two["spec"]["template"]["spec"]["containers"][0])["TIERGATE_API_PROCESSES"]["value"] == "2"
+
+
+def test_overload_limits_reach_the_containers_as_their_settings() -> None:
+    docs = by_kind(render(), "Deployment")
+    api = env_of(docs["tiergate-api"]["spec"]["template"]["spec"]["containers"][0])
+    assert (api["TIERGATE_CUSTOMER_RATE"]["value"], api["TIERGATE_MAX_QUEUE_DEPTH"]["value"]) == (
+        "1000",
+        "100000",
+    )
+    replay = env_of(docs["tiergate-replay"]["spec"]["template"]["spec"]["containers"][0])
+    assert replay["TIERGATE_REPLAY_MAX_RATE"]["value"] == "200"
+    off = by_kind(render("--set", "api.customerRate=0", "--set", "api.maxQueueDepth=0"), "Deployment")
+    env = env_of(off["tiergate-api"]["spec"]["template"]["spec"]["containers"][0])
+    assert (env["TIERGATE_CUSTOMER_RATE"]["value"], env["TIERGATE_MAX_QUEUE_DEPTH"]["value"]) == ("0", "0")
