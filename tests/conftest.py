@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.plugins.operator",
     "tests.plugins.replay",
     "tests.plugins.webhooks",
+    "tests.plugins.openapi",
 ]

@@ -11,7 +11,8 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
+from pathlib import Path
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
@@ -69,6 +70,16 @@ async def metrics_endpoint(request: Request) -> Response:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def openapi_endpoint(document: Path) -> Callable[[Request], Awaitable[Response]]:
+    """A route serving the OpenAPI document kept in the repository at `document`."""
+    body = document.read_bytes()
+
+    async def openapi(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return openapi
 
 
 def install_stop_signals(on_stop: Callable[[], None]) -> None:

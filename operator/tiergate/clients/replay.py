@@ -138,13 +138,19 @@ class ReplayClient:
         max_age: float | str | None = None,
         allow_concurrent: bool = False,
         source: str | None = None,
+        everything: bool = False,
     ) -> dict[str, Any]:
-        """Start a replay job; returns its view (``id``, ``state``, counters...)."""
+        """Start a replay job; returns its view (``id``, ``state``, counters...).
+
+        An empty `filter` is refused by the service unless `everything` says so.
+        """
         body: dict[str, Any] = {
             "filter": dict(filter),
             "dry_run": dry_run,
             "allow_concurrent": allow_concurrent,
         }
+        if everything:
+            body["all"] = True
         if rate is not None:
             body["rate"] = rate
         if max_age is not None:

@@ -224,7 +224,7 @@ def serve(
     max_rate: Annotated[
         float | None,
         typer.Option(
-            help="Upstream throughput cap, messages/s; no job goes faster (env TIERGATE_REPLAY_MAX_RATE).",
+            help="Upstream cap, messages/s; no job goes faster (env TIERGATE_REPLAY_MAX_RATE, 200).",
         ),
     ] = None,
     metrics_interval: Annotated[
@@ -395,6 +395,9 @@ def start(
         typer.Option(help="Do not resend messages accepted longer ago than this (seconds or 30m, 6h)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be replayed.")] = False,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Replay every discard not yet replayed (needed without filters).")
+    ] = False,
     allow_concurrent: Annotated[
         bool,
         typer.Option("--allow-concurrent", help="Run even while another job replays the same traffic class."),
@@ -435,7 +438,13 @@ def start(
         url,
         token,
         lambda c: c.create_job(
-            f, rate=rate, dry_run=dry_run, max_age=age, allow_concurrent=allow_concurrent, source=source
+            f,
+            rate=rate,
+            dry_run=dry_run,
+            max_age=age,
+            allow_concurrent=allow_concurrent,
+            source=source,
+            everything=everything,
         ),
     )
     if wait:

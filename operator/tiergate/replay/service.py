@@ -4,24 +4,28 @@ Routes (all JSON; bearer tokens from the replay token file, never the ingest tok
 
     GET  /v1/discards                 filter as query parameters, cursor paging
     GET  /v1/discards/counts          ?group_by=reason|tier|customer|revision|traffic_class
-    POST /v1/replays                  {filter, rate, dry_run, max_age, allow_concurrent, source}
+    POST /v1/replays                  {filter | all, rate, dry_run, max_age, allow_concurrent, source}
     GET  /v1/replays                  ?state=...
     GET  /v1/replays/{id}
     POST /v1/replays/{id}:pause | :resume | :cancel
     GET  /healthz  /readyz  /metrics
 
 401 means no or unknown token, 403 a read-only token asking to act; bad input is a 4xx
-whose body names the field.
+whose body names the field. A job over every discard needs ``"all": true`` (an empty filter
+alone is refused), and a job's rate never passes the cap (`DEFAULT_MAX_RATE` unless set).
+The contract is `openapi.json` beside this module, served at ``/openapi.json``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,13 +33,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tiergate.httpserver import HttpServer, install_stop_signals, metrics_endpoint
+from tiergate.httpbody import BodyTooLarge, is_json, read_body
+from tiergate.httpserver import HttpServer, install_stop_signals, metrics_endpoint, openapi_endpoint
 from tiergate.replay.engine import EngineOptions, RateAboveCap, ReplayEngine, WrongState
 from tiergate.replay.filters import (
     FILTER_FIELDS,
     BadField,
     filter_to_wire,
-    parse_bool,
     parse_filter,
     parse_group,
     parse_seconds,
@@ -46,6 +50,7 @@ from tiergate.replay.progress import effective_rate, progress_of
 from tiergate.replay.settings import Caller, ReplaySettings, Role, token_digest
 from tiergate.store import (
     DiscardEvent,
+    DiscardFilter,
     InvalidRequest,
     NewReplayJob,
     NotFound,
@@ -61,7 +66,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_PAGE = 1000
 CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-JOB_FIELDS = frozenset({"filter", "rate", "dry_run", "max_age", "allow_concurrent", "source"})
+JOB_FIELDS = frozenset({"filter", "all", "rate", "dry_run", "max_age", "allow_concurrent", "source"})
+OPENAPI = Path(__file__).with_name("openapi.json")
 
 
 def _error(
@@ -145,6 +151,7 @@ class ReplayApi:
                 Route("/healthz", self.healthz),
                 Route("/readyz", self.readyz),
                 Route("/metrics", metrics_endpoint),
+                Route("/openapi.json", openapi_endpoint(OPENAPI), methods=["GET"]),
             ]
         )
 
@@ -226,11 +233,12 @@ class ReplayApi:
         caller = self._caller(request, Role.REPLAY)
         if isinstance(caller, Response):
             return caller
-        if "application/json" not in request.headers.get("content-type", ""):
+        if not is_json(request):
             return _error(415, "unsupported_media_type", "send application/json")
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            return _error(413, "too_large", f"body over {MAX_BODY_BYTES} bytes")
+        try:
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge as exc:
+            return _error(413, "too_large", str(exc), headers={"Connection": "close"})
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -351,6 +359,13 @@ def _store_error(exc: StoreError, field: str | None) -> JSONResponse:
     )
 
 
+def _json_bool(body: Mapping[str, object], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise BadField(name, f"expected a JSON boolean, got {value!r}")
+    return value
+
+
 def _parse_job(body: object, caller: Caller) -> tuple[NewReplayJob, bool]:
     if not isinstance(body, dict):
         raise BadField("body", "expected a JSON object")
@@ -364,17 +379,25 @@ def _parse_job(body: object, caller: Caller) -> tuple[NewReplayJob, bool]:
         f = parse_filter(raw_filter)
     except BadField as exc:
         raise BadField(f"filter.{exc.field}", exc.message) from None
+    everything = body.get("all", False)
+    if not isinstance(everything, bool):
+        raise BadField("all", f"expected true or false, got {everything!r}")
     rate = body.get("rate")
     if rate is not None and (
         isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0 or rate == float("inf")
     ):
         raise BadField("rate", "expected a positive number of messages per second")
     max_age = parse_seconds("max_age", body["max_age"]) if body.get("max_age") is not None else None
-    dry_run = parse_bool("dry_run", body.get("dry_run", False))
-    allow_concurrent = parse_bool("allow_concurrent", body.get("allow_concurrent", False))
+    dry_run = _json_bool(body, "dry_run")
+    allow_concurrent = _json_bool(body, "allow_concurrent")
     source = body.get("source")
     if source is not None and (not isinstance(source, str) or len(source) > 200):
         raise BadField("source", "expected a string of at most 200 characters")
+    unscoped = dataclasses.replace(f, replayed=None) == DiscardFilter()
+    if unscoped and not everything:
+        raise BadField("filter", 'selects every discard: narrow it, or send "all": true')
+    if everything and not unscoped:
+        raise BadField("all", "cannot be combined with filter fields")
     job = NewReplayJob(
         filter=f,
         rate=float(rate) if rate is not None else None,

@@ -35,6 +35,11 @@ class Caller:
     role: Role
 
 
+DEFAULT_MAX_RATE = 200.0
+"""Messages/s no replay job passes when no cap is set: a fifth of what a two-core install
+drains, so a replay never crowds out live traffic."""
+
+
 @dataclass(frozen=True)
 class ReplaySettings:
     """Everything `tiergate replay serve` needs."""
@@ -43,7 +48,7 @@ class ReplaySettings:
     tokens: Mapping[str, Caller] = field(repr=False, default_factory=dict)
     host: str = "0.0.0.0"
     port: int = 8090
-    max_rate: float | None = None
+    max_rate: float | None = DEFAULT_MAX_RATE
     max_batch: int = 500
     metrics_interval: float = 15.0
 
@@ -121,8 +126,9 @@ def replay_settings(
     if not tokens:
         raise ConfigError("No replay tokens: pass --tokens-file or set TIERGATE_REPLAY_TOKENS(_FILE)")
     cap = max_rate if max_rate is not None else _number(env, "TIERGATE_REPLAY_MAX_RATE")
-    if cap is not None and cap <= 0:
-        raise ConfigError("The upstream rate cap must be positive")
+    cap = DEFAULT_MAX_RATE if cap is None else cap
+    if not 0 < cap < float("inf"):
+        raise ConfigError(f"The upstream rate cap must be a positive finite number, got {cap:g}")
     raw_port = env.get("TIERGATE_REPLAY_PORT")
     try:
         resolved_port = port if port is not None else int(raw_port) if raw_port else 8090

@@ -1,9 +1,11 @@
 """The ingest API: validate, write durably, answer 202 with the message id.
 
 Ingest depends only on the store: workers and the upstream may be down and messages still
-queue. It answers 4xx naming the field for bad input, 401 for a bad token, 429 with
-Retry-After over the configured queue depth or a customer's rate, and 503 only when the
-store itself cannot take the write.
+queue. It answers 4xx naming the field for bad input, 401 for a bad token, 409 for an
+idempotency key reused with another message, 413 for a body over `MAX_BODY_BYTES` (read no
+further), 429 with Retry-After over the queue depth or a customer's rate, and 503 only when
+the store itself cannot take the write. A batch is all or nothing: one bad item refuses it.
+The contract is `openapi.json` beside this module, served at ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,12 +35,15 @@ from tiergate.domain.messages import (
     validate_batch,
     validate_message,
 )
-from tiergate.httpserver import HttpServer, install_stop_signals, metrics_endpoint
+from tiergate.httpbody import BodyTooLarge, is_json, read_body
+from tiergate.httpserver import HttpServer, install_stop_signals, metrics_endpoint, openapi_endpoint
 from tiergate.sender import metrics
 from tiergate.sender.ratelimit import TokenBucket
 from tiergate.sender.settings import ApiSettings, token_digest
 from tiergate.sender.webhooks import Dispatcher, Sweeper, event_of
 from tiergate.store import (
+    EnqueueResult,
+    Message,
     MessageView,
     QueueStats,
     Store,
@@ -49,6 +55,7 @@ from tiergate.store import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+OPENAPI = Path(__file__).with_name("openapi.json")
 
 
 STATS_SHARE = 0.05
@@ -136,6 +143,16 @@ def _view(view: MessageView, webhooks: list[WebhookEvent]) -> dict[str, Any]:
     }
 
 
+def _same(stored: Message, new: ValidMessage) -> bool:
+    return (
+        stored.traffic_class,
+        stored.destination,
+        stored.sender_id,
+        stored.body,
+        stored.client_ref,
+    ) == (new.traffic_class, new.destination, new.sender_id, new.body, new.client_ref)
+
+
 class IngestApi:
     """The ASGI app of the ingest API over one store."""
 
@@ -144,6 +161,10 @@ class IngestApi:
         self.settings = settings
         self._buckets: dict[str, TokenBucket] = {}
         self._stats: dict[str, QueueStats] = {}
+        # What this process admitted that the last queue statistics may not count yet:
+        # reserved (enqueue under way) and committed since that query started.
+        self._reserved: dict[str, int] = {}
+        self._committed: dict[str, int] = {}
         self._stats_ok = False
         self._stats_took = 0.0
         self._stats_task: asyncio.Task[None] | None = None
@@ -158,6 +179,7 @@ class IngestApi:
                 Route("/healthz", self.healthz),
                 Route("/readyz", self.readyz),
                 Route("/metrics", metrics_endpoint),
+                Route("/openapi.json", openapi_endpoint(OPENAPI), methods=["GET"]),
             ],
         )
 
@@ -190,8 +212,11 @@ class IngestApi:
 
     async def _refresh_stats(self) -> None:
         started = time.monotonic()
+        counted = dict(self._committed)
         try:
             self._stats = await self.store.queue_stats()
+            for tc, n in counted.items():
+                self._committed[tc] -= n
             self._stats_ok = True
             self._stats_took = time.monotonic() - started
         except Exception as exc:
@@ -215,45 +240,96 @@ class IngestApi:
         return self.settings.tokens.get(token_digest(token.strip()))
 
     async def _json(self, request: Request) -> tuple[object, JSONResponse | None]:
-        if "application/json" not in request.headers.get("content-type", ""):
+        if not is_json(request):
             return None, _error(415, "unsupported_media_type", "send application/json")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return None, _error(413, "too_large", f"body over {MAX_BODY_BYTES} bytes")
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge as exc:
+            return None, _error(413, "too_large", str(exc), headers={"Connection": "close"})
         try:
             return orjson.loads(body), None
         except orjson.JSONDecodeError:
             return None, _error(400, "invalid_json", "body is not valid JSON")
 
-    def _overloaded(self, customer: str, messages: list[ValidMessage]) -> JSONResponse | None:
+    def _queue_full(self, counts: Mapping[str, int]) -> JSONResponse | None:
+        """429 unless every traffic class has room for its messages; else reserve the room.
+
+        The depth of the last statistics query plus what this process admitted since it
+        started never passes the limit; with several processes each takes its share of the
+        headroom.
+        """
         limit = self.settings.max_queue_depth
-        if limit is not None:
-            for tc in {m.traffic_class for m in messages}:
-                row = self._stats.get(tc)
-                if row is not None and row.depth >= limit:
-                    return _error(
-                        429,
-                        "queue_full",
-                        f"traffic class {tc} has {row.depth} queued, limit {limit}",
-                        headers={"Retry-After": "5"},
-                    )
-        rate = self.settings.customer_rate
-        if rate is not None:
-            # Each of several serving processes admits its share of a customer's rate.
-            share = rate / self.settings.processes
-            bucket = self._buckets.get(customer)
-            if bucket is None:
-                bucket = self._buckets[customer] = TokenBucket(share, burst=max(1.0, share))
-            for _ in messages:
-                if not bucket.try_acquire():
-                    wait = max(1, math.ceil(len(messages) / share))
-                    return _error(
-                        429,
-                        "rate_limited",
-                        f"customer over {rate:g} messages/s",
-                        headers={"Retry-After": str(wait)},
-                    )
+        for tc, n in counts.items():
+            if limit is None:
+                break
+            row = self._stats.get(tc)
+            depth = row.depth if row is not None else 0
+            mine = self._reserved.get(tc, 0) + self._committed.get(tc, 0)
+            if mine + n > (limit - depth) / self.settings.processes:
+                return _error(
+                    429,
+                    "queue_full",
+                    f"traffic class {tc} has {depth + mine} queued, limit {limit}",
+                    headers={"Retry-After": "5"},
+                )
+        for tc, n in counts.items():
+            self._reserved[tc] = self._reserved.get(tc, 0) + n
         return None
+
+    def _release(self, counts: Mapping[str, int], created: Mapping[str, int]) -> None:
+        for tc, n in counts.items():
+            self._reserved[tc] -= n
+            self._committed[tc] = self._committed.get(tc, 0) + created.get(tc, 0)
+
+    def _rate_limited(self, customer: str, count: int) -> JSONResponse | None:
+        """429 unless the customer's bucket holds `count` tokens; a refusal takes none.
+
+        Each of several serving processes admits its share of a customer's rate; the burst is
+        at least the largest batch, so every valid batch fits once the bucket has refilled.
+        """
+        rate = self.settings.customer_rate
+        if rate is None:
+            return None
+        bucket = self._buckets.get(customer)
+        if bucket is None:
+            share = rate / self.settings.processes
+            burst = max(1.0, share, float(self.settings.rules.max_batch))
+            bucket = self._buckets[customer] = TokenBucket(share, burst=burst)
+        if bucket.try_acquire(count):
+            return None
+        wait = max(1, math.ceil(bucket.seconds_until(count)))
+        return _error(
+            429,
+            "rate_limited",
+            f"customer over {rate:g} messages/s",
+            headers={"Retry-After": str(wait)},
+        )
+
+    async def _conflicts(
+        self, messages: list[ValidMessage], results: list[EnqueueResult], *, batch: bool
+    ) -> JSONResponse | None:
+        """409 when an idempotency key came back stored for a different message."""
+        errors: list[FieldError] = []
+        for i, (m, r) in enumerate(zip(messages, results, strict=True)):
+            if r.created or m.idempotency_key is None:
+                continue
+            view = await self.store.get(r.id)
+            if view is None or _same(view.message, m):
+                continue
+            where = f"messages[{i}].idempotency_key" if batch else "idempotency_key"
+            errors.append(
+                FieldError(
+                    where, "conflict", f"key {m.idempotency_key!r} was used for another message {r.id}"
+                )
+            )
+        if not errors:
+            return None
+        return _error(
+            409,
+            "idempotency_conflict",
+            "an idempotency key was reused with a different message",
+            fields=tuple(errors),
+        )
 
     async def _accept(self, request: Request, *, batch: bool) -> Response:
         customer = self._customer(request)
@@ -280,9 +356,17 @@ class IngestApi:
             if any(e.code == "too_many" for e in exc.errors):
                 status = 413
             return _error(status, "invalid", "the request has invalid fields", fields=exc.errors)
-        overloaded = self._overloaded(customer, messages)
-        if overloaded is not None:
-            return overloaded
+        counts: dict[str, int] = {}
+        for m in messages:
+            counts[m.traffic_class] = counts.get(m.traffic_class, 0) + 1
+        full = self._queue_full(counts)
+        if full is not None:
+            return full
+        limited = self._rate_limited(customer, len(messages))
+        if limited is not None:
+            self._release(counts, {})
+            return limited
+        results: list[EnqueueResult] = []
         try:
             results = await self.store.enqueue(messages)
         except StoreError as exc:
@@ -293,12 +377,20 @@ class IngestApi:
                 "the queue cannot take writes right now",
                 headers={"Retry-After": "1"},
             )
-        created: dict[str, int] = {}
-        for message, result in zip(messages, results, strict=True):
-            if result.created:
-                created[message.traffic_class] = created.get(message.traffic_class, 0) + 1
+        finally:
+            created: dict[str, int] = {}
+            for message, result in zip(messages, results, strict=False):
+                if result.created:
+                    created[message.traffic_class] = created.get(message.traffic_class, 0) + 1
+            self._release(counts, created)
         for traffic_class, count in created.items():
             metrics.ACCEPTED.labels(traffic_class=traffic_class).inc(count)
+        try:
+            conflict = await self._conflicts(messages, results, batch=batch)
+        except StoreError:
+            conflict = None
+        if conflict is not None:
+            return conflict
         items = [{"id": r.id, "state": "queued", "duplicate": not r.created} for r in results]
         if batch:
             return _Json({"messages": items}, status_code=202)

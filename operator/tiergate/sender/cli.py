@@ -123,9 +123,12 @@ def api(
     port: int = typer.Option(None, help="HTTP port (env TIERGATE_HTTP_PORT, default 8080)"),
     tokens_file: str = typer.Option(None, help="File of token=customer lines (env TIERGATE_API_TOKENS_FILE)"),
     max_queue_depth: int = typer.Option(
-        None, help="429 above this depth per traffic class (env TIERGATE_MAX_QUEUE_DEPTH)"
+        None,
+        help="429 above this depth per traffic class (env TIERGATE_MAX_QUEUE_DEPTH, default 100000, 0: off)",
     ),
-    customer_rate: float = typer.Option(None, help="Messages/s per customer (env TIERGATE_CUSTOMER_RATE)"),
+    customer_rate: float = typer.Option(
+        None, help="Messages/s per customer (env TIERGATE_CUSTOMER_RATE, default 1000, 0: off)"
+    ),
     processes: int = typer.Option(
         None, help="Serving processes sharing the port, one per core (env TIERGATE_API_PROCESSES, default 1)"
     ),

@@ -235,6 +235,12 @@ def webhook_settings(env: Mapping[str, str], rules: Rules) -> WebhookSettings:
     )
 
 
+DEFAULT_CUSTOMER_RATE = 1000.0
+"""Messages/s one customer may send by default (0 switches the limit off)."""
+DEFAULT_MAX_QUEUE_DEPTH = 100_000
+"""Queued messages per traffic class above which ingest answers 429 (0: no limit)."""
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     """Everything `tiergate sender api` needs."""
@@ -245,8 +251,8 @@ class ApiSettings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     host: str = "0.0.0.0"
     port: int = 8080
-    max_queue_depth: int | None = None
-    customer_rate: float | None = None
+    max_queue_depth: int | None = DEFAULT_MAX_QUEUE_DEPTH
+    customer_rate: float | None = DEFAULT_CUSTOMER_RATE
     stats_interval: float = 0.5
     processes: int = 1
 
@@ -297,15 +303,26 @@ def api_settings(
     processes: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ApiSettings:
-    """Resolve ingest API settings: flag, else environment, else default; validate."""
+    """Resolve ingest API settings: flag, else environment, else default; validate.
+
+    The overload limits are on unless set to 0: `DEFAULT_CUSTOMER_RATE` and
+    `DEFAULT_MAX_QUEUE_DEPTH`.
+    """
     env = os.environ if env is None else env
     tokens = load_tokens(env.get("TIERGATE_API_TOKENS"), tokens_file or env.get("TIERGATE_API_TOKENS_FILE"))
     if not tokens:
         raise ConfigError("No API tokens: set TIERGATE_API_TOKENS or TIERGATE_API_TOKENS_FILE")
     depth = (
-        max_queue_depth if max_queue_depth is not None else (_int(env, "TIERGATE_MAX_QUEUE_DEPTH", 0) or None)
+        max_queue_depth
+        if max_queue_depth is not None
+        else _int(env, "TIERGATE_MAX_QUEUE_DEPTH", DEFAULT_MAX_QUEUE_DEPTH)
     )
+    if depth < 0:
+        raise ConfigError(f"The maximum queue depth must not be negative, got {depth}")
     rate = customer_rate if customer_rate is not None else _float_or_none(env, "TIERGATE_CUSTOMER_RATE")
+    rate = DEFAULT_CUSTOMER_RATE if rate is None else rate
+    if not 0 <= rate < float("inf"):
+        raise ConfigError(f"The customer rate must be a finite number of messages/s >= 0, got {rate:g}")
     count = processes if processes is not None else _int(env, "TIERGATE_API_PROCESSES", 1)
     if not 1 <= count <= MAX_API_PROCESSES:
         raise ConfigError(f"TIERGATE_API_PROCESSES must be 1 to {MAX_API_PROCESSES}, got {count}")
@@ -317,7 +334,7 @@ def api_settings(
         webhooks=webhook_settings(env, rules),
         host=host or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
         port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
-        max_queue_depth=depth,
-        customer_rate=rate,
+        max_queue_depth=depth or None,
+        customer_rate=rate or None,
         processes=count,
     )

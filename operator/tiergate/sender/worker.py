@@ -5,7 +5,10 @@ receipts are written in batches, so a fast upstream is not held back by one comm
 message. A receipt that arrives before its submit's outcome is committed waits for that
 commit (then it updates the message directly instead of being parked), and is acknowledged
 upstream only once stored. Leases of messages still in flight are extended before they
-expire, so a slow or rate-limited upstream does not cause resends. A worker that stops
+expire, so a slow or rate-limited upstream does not cause resends. A message holds its
+window slot until its outcome is committed, not only until the submit returns: so at most
+`window` messages were ever sent without a stored outcome, and a worker killed with -9
+resends at most its window when the leases expire. A worker that stops
 (SIGTERM) leases nothing more, waits for submits in flight, and hands back what it never
 sent.
 """
@@ -86,6 +89,7 @@ class Worker:
         self._slots = asyncio.Semaphore(options.window)
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: asyncio.Queue[tuple[Outcome, str]] = asyncio.Queue()
+        self._writing = 0
         self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
         self._pause_until = 0.0
         self._throttle_streak = 0
@@ -209,7 +213,8 @@ class Worker:
                 task.add_done_callback(self._tasks.discard)
 
     def _free_slots(self) -> int:
-        return self.options.window - len(self._tasks)
+        uncommitted = self._outcomes.qsize() + self._writing
+        return self.options.window - len(self._tasks) - uncommitted
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -327,9 +332,11 @@ class Worker:
             await self._write_outcomes(batch)
 
     async def _write_outcomes(self, batch: list[tuple[Outcome, str]]) -> None:
+        self._writing += len(batch)
         try:
             await self._store_outcomes(batch)
         finally:
+            self._writing -= len(batch)
             for outcome, _ in batch:
                 if isinstance(outcome, Submitted):
                     for receipt in self._unstored.pop(outcome.upstream_message_id, ()):

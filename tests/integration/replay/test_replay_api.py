@@ -19,6 +19,8 @@ from tests.plugins.replay import (
     seed,
 )
 
+from tiergate.replay.service import ReplayService
+from tiergate.replay.settings import DEFAULT_MAX_RATE, replay_settings
 from tiergate.store import DiscardFilter, NewReplayJob, Store
 
 GROUPS = {
@@ -182,11 +184,19 @@ async def test_bad_query_is_422_naming_the_field(
         ({"filter": []}, "filter"),
         ({"rate": -1}, "rate"),
         ({"rate": "fast"}, "rate"),
-        ({"rate": 1000}, "rate"),
+        ({"filter": {"tier": "tier-a"}, "rate": 1000}, "rate"),
         ({"max_age": "forever"}, "max_age"),
         ({"max_age": 0}, "max_age"),
         ({"dry_run": "perhaps"}, "dry_run"),
         ({"priority": 1}, "priority"),
+        ({"filter": {}}, "filter"),
+        ({}, "filter"),
+        ({"filter": {"replayed": False}}, "filter"),
+        ({"filter": {"tier": "tier-a"}, "all": True}, "all"),
+        ({"all": "yes"}, "all"),
+        ({"filter": {"tier": "tier-a"}, "dry_run": "yes"}, "dry_run"),
+        ({"filter": {"tier": "tier-a"}, "dry_run": 1}, "dry_run"),
+        ({"filter": {"tier": "tier-a"}, "allow_concurrent": "true"}, "allow_concurrent"),
     ],
 )
 async def test_bad_job_is_422_naming_the_field(
@@ -196,6 +206,31 @@ async def test_bad_job_is_422_naming_the_field(
         response = await http.post("/v1/replays", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["field"] == field
+
+
+async def test_every_discard_needs_all_true(api: RunningReplay) -> None:
+    async with client(api) as http:
+        response = await http.post("/v1/replays", json={"filter": {}, "all": True, "dry_run": True})
+    assert response.status_code == 201, response.text
+    assert response.json()["dry_run"] is True
+
+
+async def test_the_rate_is_capped_by_default(replay_store: Store) -> None:
+    settings = replay_settings(store_url="unused", env={"TIERGATE_REPLAY_TOKENS": "t=oncall"})
+    service = ReplayService(replay_store, settings)
+    api = httpx.AsyncClient(
+        transport=httpx.ASGITransport(service.api.app),
+        base_url="http://replay",
+        headers={"Authorization": "Bearer t"},
+    )
+    async with api:
+        huge = await api.post("/v1/replays", json={"filter": {"tier": "x"}, "rate": 1e308, "dry_run": True})
+        unset = await api.post("/v1/replays", json={"filter": {"tier": "x"}, "dry_run": True})
+    assert settings.max_rate == DEFAULT_MAX_RATE
+    assert huge.status_code == 422
+    assert huge.json()["error"]["field"] == "rate"
+    assert unset.status_code == 201, unset.text
+    assert unset.json()["effective_rate"] == DEFAULT_MAX_RATE
 
 
 async def test_auth_is_its_own_token_and_role(api: RunningReplay) -> None:

@@ -109,13 +109,13 @@ async def test_overlapping_jobs_send_each_message_once(
         client(running) as c,
     ):
         everything, only_b, b_again = await asyncio.gather(
-            c.create_job({}, allow_concurrent=True),
+            c.create_job({}, allow_concurrent=True, everything=True),
             c.create_job({"customer": ["b"]}, allow_concurrent=True),
             c.create_job({"customer": ["b"], "tier": ["tier-a"]}, allow_concurrent=True),
         )
         jobs = [await until_state(c, j["id"]) for j in (everything, only_b, b_again)]
         await wait_for(lambda: delivered(replay_store, a + b), within=30)
-        later = await until_state(c, (await c.create_job({}))["id"])
+        later = await until_state(c, (await c.create_job({}, everything=True))["id"])
     assert_once(smsc, 300)
     assert sum(int(j["replayed"]) for j in jobs) == 300  # type: ignore[call-overload]
     assert [j["matched"] for j in jobs] == [300, 150, 150]
@@ -155,7 +155,7 @@ async def test_pause_stops_between_batches_and_resume_finishes(
     ids = await seed(replay_store, Spec(200))
     async with running_workers(replay_store, smsc.port), start_replay(replay_store) as running:
         async with client(running) as c:
-            job = await c.create_job({}, rate=50)
+            job = await c.create_job({}, rate=50, everything=True)
 
             async def started() -> bool:
                 return int((await c.get_job(job["id"]))["replayed"]) >= 20
@@ -208,7 +208,7 @@ async def test_replay_service_killed_mid_job_resumes_and_delivers_once(
             first = spawn(*args, env=env, name="replay")
             await wait_for(ready, within=30)
             async with ReplayClient(url, ONCALL_TOKEN) as c:
-                job = await c.create_job({}, rate=100)
+                job = await c.create_job({}, rate=100, everything=True)
 
                 async def halfway() -> bool:
                     return int((await c.get_job(job["id"]))["replayed"]) >= 120

@@ -237,3 +237,26 @@ async def test_a_receipt_is_acknowledged_only_once_stored(store: Store, engine_u
             assert await all_in(store, ids, {MessageState.DELIVERED})
     finally:
         await smsc.stop()
+
+
+async def test_a_slot_is_held_until_the_outcome_is_committed(
+    store: Store, smsc: TestSmsc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While outcome commits are held up, no more than the window is sent unrecorded."""
+    ids = [r.id for r in await store.enqueue([new(i) for i in range(500)])]
+    gate = asyncio.Event()
+    complete = store.complete
+
+    async def held(outcomes: object) -> list[bool]:
+        await gate.wait()
+        return await complete(outcomes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "complete", held)
+    async with running_worker(store, smsc.port):
+        await eventually(lambda: smsc.stats.accepted >= 64)
+        await asyncio.sleep(1.0)
+        sent_unrecorded = smsc.stats.accepted
+        gate.set()
+        await eventually(lambda: all_in(store, ids, {MessageState.SUBMITTED, MessageState.DELIVERED}))
+    assert sent_unrecorded <= 64
+    assert smsc.stats.snapshot()["duplicates"] == 0

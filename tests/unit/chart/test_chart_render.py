@@ -363,3 +363,17 @@ def test_webhook_secrets_reach_the_api_only_when_configured() -> None:
         "template", "t", str(CHART), "--set-json", 'api.webhooks.customers={"a": {"secrets": ["short"]}}'
     )
     assert bad.returncode != 0
+
+
+def test_overload_limits_reach_the_containers_as_their_settings() -> None:
+    docs = by_kind(render(), "Deployment")
+    api = env_of(docs["tiergate-api"]["spec"]["template"]["spec"]["containers"][0])
+    assert (api["TIERGATE_CUSTOMER_RATE"]["value"], api["TIERGATE_MAX_QUEUE_DEPTH"]["value"]) == (
+        "1000",
+        "100000",
+    )
+    replay = env_of(docs["tiergate-replay"]["spec"]["template"]["spec"]["containers"][0])
+    assert replay["TIERGATE_REPLAY_MAX_RATE"]["value"] == "200"
+    off = by_kind(render("--set", "api.customerRate=0", "--set", "api.maxQueueDepth=0"), "Deployment")
+    env = env_of(off["tiergate-api"]["spec"]["template"]["spec"]["containers"][0])
+    assert (env["TIERGATE_CUSTOMER_RATE"]["value"], env["TIERGATE_MAX_QUEUE_DEPTH"]["value"]) == ("0", "0")
