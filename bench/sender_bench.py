@@ -442,6 +442,9 @@ async def run_once(args: argparse.Namespace, store_url: str, tmp: Path) -> dict[
             "TIERGATE_API_TOKENS": f"{TOKEN}=bench",
             "TIERGATE_TRAFFIC_CLASSES": "bulk",
             "TIERGATE_API_PROCESSES": str(args.api_processes),
+            # Capacity is measured: the overload limits (on by default) are switched off.
+            "TIERGATE_CUSTOMER_RATE": "0",
+            "TIERGATE_MAX_QUEUE_DEPTH": "0",
         },
         tmp / "api.log",
     )

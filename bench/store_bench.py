@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,47 @@ async def _run(url: str, messages: int) -> dict[str, Any]:
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def engine_url(engine: str) -> AsyncIterator[str | None]:
+    """A fresh store URL of `engine` (None: no PostgreSQL binaries), removed afterwards.
+
+    SQLite: a temporary file. PostgreSQL: TIERGATE_BENCH_POSTGRES_DSN, or a new database on
+    a throwaway local server started with the test plugin's harness.
+    """
+    if engine == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite://{tmp}/bench.db"
+        return
+    dsn = os.environ.get("TIERGATE_BENCH_POSTGRES_DSN")
+    if dsn:
+        yield dsn
+        return
+    from tests.plugins.postgres import _bindir, _LocalServer
+
+    bindir = _bindir()
+    if bindir is None:
+        yield None
+        return
+    server = _LocalServer(bindir)
+    admin = server.start()
+    try:
+        import asyncpg
+
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        server.stop()
+
+
+DURABILITY = {
+    "sqlite": "WAL, synchronous=FULL, group commit",
+    "postgresql": "fsync=on, synchronous_commit=on, group commit",
+}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engines", default="sqlite,postgresql")
@@ -156,35 +199,12 @@ async def main() -> None:
         "results": {},
     }
     for engine in args.engines.split(","):
-        if engine == "sqlite":
-            with tempfile.TemporaryDirectory() as tmp:
-                result = await _run(f"sqlite://{tmp}/bench.db", args.messages)
-                result["durability"] = "WAL, synchronous=FULL, group commit"
-        else:
-            dsn = os.environ.get("TIERGATE_BENCH_POSTGRES_DSN")
-            server = None
-            if not dsn:
-                from tests.plugins.postgres import _bindir, _LocalServer
-
-                bindir = _bindir()
-                if bindir is None:
-                    out["results"][engine] = {"skipped": "no PostgreSQL binaries"}
-                    continue
-                server = _LocalServer(bindir)
-                admin = server.start()
-                import asyncpg
-
-                name = f"bench_{uuid.uuid4().hex[:8]}"
-                conn = await asyncpg.connect(admin)
-                await conn.execute(f'CREATE DATABASE "{name}"')
-                await conn.close()
-                dsn = admin.rsplit("/", 1)[0] + "/" + name
-            try:
-                result = await _run(dsn, args.messages)
-                result["durability"] = "fsync=on, synchronous_commit=on, group commit"
-            finally:
-                if server is not None:
-                    server.stop()
+        async with engine_url(engine) as url:
+            if url is None:
+                out["results"][engine] = {"skipped": "no PostgreSQL binaries"}
+                continue
+            result = await _run(url, args.messages)
+            result["durability"] = DURABILITY[engine]
         out["results"][engine] = result
     out["max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(out, indent=2))

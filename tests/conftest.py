@@ -8,4 +8,6 @@ pytest_plugins = [
     "tests.plugins.prometheus",
     "tests.plugins.operator",
     "tests.plugins.replay",
+    "tests.plugins.webhooks",
+    "tests.plugins.openapi",
 ]

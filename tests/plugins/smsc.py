@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -106,6 +107,19 @@ class Proc:
         return self.log.read_text(errors="replace")
 
 
+def bulk_worker_env(common: dict[str, str], http_port: int, smpp_port: int) -> dict[str, str]:
+    """The environment of a crash-test worker of tier bulk: short leases, a window of 64."""
+    return {
+        **common,
+        "TIERGATE_TIER": "bulk",
+        "TIERGATE_REVISION": "r1",
+        "TIERGATE_HTTP_PORT": str(http_port),
+        "TIERGATE_UPSTREAM_URL": f"smpp://127.0.0.1:{smpp_port}",
+        "TIERGATE_VISIBILITY_TIMEOUT": "5",
+        "TIERGATE_WINDOW": "64",
+    }
+
+
 def wait_http(url: str, timeout: float = 30.0, status: int | None = None) -> httpx.Response:
     """Poll `url` until it answers (with `status`, if given)."""
     deadline = time.monotonic() + timeout
@@ -119,6 +133,48 @@ def wait_http(url: str, timeout: float = 30.0, status: int | None = None) -> htt
             last = exc
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer in {timeout}s: {last!r}")
+
+
+CHUNK = b"x" * (1024 * 1024)
+
+
+def post_oversized(port: int, path: str, token: str, mib: int, *, chunked: bool) -> bytes:
+    """POST `mib` MiB of JSON-ish bytes over a raw socket; returns the raw answer.
+
+    A sender thread keeps writing while the answer is read, as a server that refuses
+    early may close before the body is through."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    framing = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {mib * len(CHUNK) + 1}\r\n"
+    sock.sendall(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\n{framing}\r\n"
+        ).encode()
+    )
+
+    def send() -> None:
+        try:
+            sock.sendall(b"1\r\n[\r\n" if chunked else b"[")
+            for _ in range(mib):
+                sock.sendall(b"100000\r\n" + CHUNK + b"\r\n" if chunked else CHUNK)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    answer = b""
+    try:
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    finally:
+        sender.join(30)
+        sock.close()
+    return answer
 
 
 class Spawner:

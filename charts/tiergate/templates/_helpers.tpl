@@ -70,6 +70,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "tiergate.apiSecret" -}}
 {{- default (include "tiergate.component" (dict "root" . "component" "api-tokens")) .Values.api.auth.existingSecret }}
 {{- end }}
+{{- define "tiergate.webhookSecret" -}}
+{{- default (include "tiergate.component" (dict "root" . "component" "api-webhooks")) .Values.api.webhooks.existingSecret }}
+{{- end }}
 {{- define "tiergate.replaySecret" -}}
 {{- default (include "tiergate.component" (dict "root" . "component" "replay-tokens")) .Values.replay.auth.existingSecret }}
 {{- end }}

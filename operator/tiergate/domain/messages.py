@@ -4,21 +4,29 @@ A message is checked field by field before anything is stored: E.164 destination
 id (numeric up to 15 digits, or up to 11 GSM characters), body encoding (GSM-7 when every
 character is in the GSM 03.38 alphabet, extension characters counting double; UCS-2
 otherwise) and its segment count (160/153 septets or 70/67 UTF-16 units per segment),
-references, customer and traffic class. Every problem is reported with the field it is in,
-as a JSON-pointer-like path (``destination``, ``messages[3].body``), so a client can fix all
-of them in one go.
+references, customer and traffic class, and the delivery options: a callback URL (https,
+or http on loopback when the rules allow it for tests), a ``validity`` (a duration such as
+``90s`` or ``2h``, counted from ``send_at`` if given, else from acceptance; or an RFC 3339
+time) and a ``send_at`` time, each bounded by the rules. Every problem is reported with the
+field it is in, as a JSON-pointer-like path (``destination``, ``messages[3].body``), so a
+client can fix all of them in one go.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import phonenumbers
 
+from tiergate.api.durations import parse_duration
 from tiergate.domain.records import Encoding as Encoding
 from tiergate.domain.records import ValidMessage as ValidMessage
 
@@ -40,8 +48,13 @@ MESSAGE_FIELDS = frozenset(
         "traffic_class",
         "client_ref",
         "idempotency_key",
+        "callback_url",
+        "validity",
+        "send_at",
     }
 )
+# Fields the one-pass check leaves to the full one.
+_DELIVERY_OPTIONS = frozenset({"callback_url", "validity", "send_at"})
 _CUSTOMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _REFERENCE = re.compile(r"[\x21-\x7e]+")
 
@@ -78,6 +91,21 @@ class Rules:
     max_client_ref: int = 64
     max_idempotency_key: int = 128
     strict_numbers: bool = True
+    max_validity: float = 72 * 3600.0
+    max_schedule_ahead: float = 7 * 24 * 3600.0
+    max_callback_url: int = 2048
+    allow_http_loopback_callbacks: bool = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the authenticated customer's configuration adds to its messages."""
+
+    default_callback_url: str | None = None
+    can_sign: bool = False
+
+
+NO_DELIVERY = Delivery()
 
 
 class BodyInfo(NamedTuple):
@@ -348,20 +376,30 @@ def validate_message(
     *,
     customer_id: str | None = None,
     path: str = "",
+    delivery: Delivery = NO_DELIVERY,
+    now: float | None = None,
 ) -> ValidMessage:
     """Validate one message; `customer_id` is the authenticated customer, if any."""
-    message = _accept(raw, rules, customer_id)
+    message = _accept(raw, rules, customer_id, delivery)
     if message is not None:
         return message
     out = _Collector(path)
-    message = _check(raw, rules, customer_id, out)
+    message = _check(raw, rules, customer_id, out, delivery, time.time() if now is None else now)
     if out.errors or message is None:
         raise ValidationFailed(out.errors)
     return message
 
 
-def validate_batch(raw: object, rules: Rules, *, customer_id: str | None = None) -> list[ValidMessage]:
+def validate_batch(
+    raw: object,
+    rules: Rules,
+    *,
+    customer_id: str | None = None,
+    delivery: Delivery = NO_DELIVERY,
+    now: float | None = None,
+) -> list[ValidMessage]:
     """Validate a batch body ``{"messages": [...]}``; all or nothing."""
+    now = time.time() if now is None else now
     out = _Collector("")
     if not isinstance(raw, Mapping):
         out.add("", "type", "the body must be a JSON object")
@@ -382,10 +420,10 @@ def validate_batch(raw: object, rules: Rules, *, customer_id: str | None = None)
         raise ValidationFailed(out.errors)
     valid: list[ValidMessage] = []
     for index, item in enumerate(items):
-        message = _accept(item, rules, customer_id)
+        message = _accept(item, rules, customer_id, delivery)
         if message is None:
             sub = _Collector(f"messages[{index}]")
-            message = _check(item, rules, customer_id, sub)
+            message = _check(item, rules, customer_id, sub, delivery, now)
             out.errors.extend(sub.errors)
         if message is not None:
             valid.append(message)
@@ -398,13 +436,19 @@ def _reference_ok(value: object, limit: int) -> bool:
     return type(value) is str and 0 < len(value) <= limit and _REFERENCE.fullmatch(value) is not None
 
 
-def _accept(raw: object, rules: Rules, customer_id: str | None) -> ValidMessage | None:
+def _accept(
+    raw: object, rules: Rules, customer_id: str | None, delivery: Delivery = NO_DELIVERY
+) -> ValidMessage | None:
     """The common case in one pass: a clean message, or None to let `_check` explain why not.
 
     It accepts only what `_check` accepts, with the same result; anything unusual (a
-    missing or mistyped field, any problem at all) goes to `_check`.
+    missing or mistyped field, a delivery option, any problem at all) goes to `_check`.
     """
-    if type(raw) is not dict or not raw.keys() <= MESSAGE_FIELDS:
+    if (
+        type(raw) is not dict
+        or not raw.keys() <= MESSAGE_FIELDS
+        or not raw.keys().isdisjoint(_DELIVERY_OPTIONS)
+    ):
         return None
     get = raw.get
     destination, sender, body = get("destination"), get("sender_id"), get("body")
@@ -449,6 +493,7 @@ def _accept(raw: object, rules: Rules, customer_id: str | None) -> ValidMessage 
         info.segments,
         client_ref,
         key,
+        delivery.default_callback_url,
     )
 
 
@@ -464,7 +509,96 @@ def _text(raw: Mapping[str, object], name: str, out: _Collector, *, required: bo
     return value
 
 
-def _check(raw: object, rules: Rules, customer_id: str | None, out: _Collector) -> ValidMessage | None:
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` names this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def callback_url_problem(value: str, rules: Rules) -> str | None:
+    """Why `value` is not a usable callback URL, or None."""
+    if len(value) > rules.max_callback_url:
+        return f"a callback URL has at most {rules.max_callback_url} characters"
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "must be an absolute https URL"
+    if not host or parts.username is not None or parts.fragment:
+        return "must be an absolute https URL with a host, no user info and no fragment"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and rules.allow_http_loopback_callbacks and is_loopback_host(host):
+        return None
+    return "must use https"
+
+
+def parse_time(value: str) -> float | None:
+    """Epoch seconds of an RFC 3339 time with an offset (``Z`` or ``+02:00``), or None."""
+    if "T" not in value.upper():
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return None if when.tzinfo is None else when.timestamp()
+
+
+def _schedule(
+    raw: Mapping[str, object], rules: Rules, now: float, out: _Collector
+) -> tuple[float | None, float | None]:
+    """(expires_at, send_at) from ``validity`` and ``send_at``, each checked against the rules."""
+    send_at: float | None = None
+    text = _text(raw, "send_at", out, required=False)
+    if text is not None:
+        send_at = parse_time(text)
+        if send_at is None:
+            out.add(
+                "send_at", "invalid", "must be an RFC 3339 time with an offset, e.g. 2030-01-02T03:04:05Z"
+            )
+        elif send_at > now + rules.max_schedule_ahead:
+            out.add("send_at", "too_far", f"must be at most {rules.max_schedule_ahead:g} s ahead")
+            send_at = None
+        else:
+            send_at = max(send_at, now)
+    expires_at: float | None = None
+    text = _text(raw, "validity", out, required=False)
+    if text is not None:
+        start = send_at if send_at is not None else now
+        when = parse_time(text)
+        if when is None:
+            try:
+                seconds = parse_duration(text)
+            except ValueError:
+                out.add(
+                    "validity",
+                    "invalid",
+                    "must be a duration such as 90s, 30m or 2h, or an RFC 3339 time with an offset",
+                )
+                return None, send_at
+            when = start + seconds
+        if when <= start:
+            out.add("validity", "in_past", "must end after the message is sent")
+        elif when - start > rules.max_validity:
+            out.add("validity", "too_long", f"must be at most {rules.max_validity:g} s")
+        else:
+            expires_at = when
+    return expires_at, send_at
+
+
+def _check(
+    raw: object,
+    rules: Rules,
+    customer_id: str | None,
+    out: _Collector,
+    delivery: Delivery = NO_DELIVERY,
+    now: float | None = None,
+) -> ValidMessage | None:
     if not isinstance(raw, Mapping):
         out.add("", "type", "a message must be a JSON object")
         return None
@@ -533,6 +667,15 @@ def _check(raw: object, rules: Rules, customer_id: str | None, out: _Collector) 
             f"must be 1-{rules.max_idempotency_key} printable ASCII characters without spaces",
         )
 
+    callback = _text(raw, "callback_url", out, required=False)
+    if callback is not None:
+        problem = callback_url_problem(callback, rules)
+        if problem:
+            out.add("callback_url", "invalid", problem)
+        elif not delivery.can_sign:
+            out.add("callback_url", "no_secret", "no webhook secret is configured for this customer")
+    expires_at, send_at = _schedule(raw, rules, time.time() if now is None else now, out)
+
     if out.errors or normalised is None or sender is None or body is None or info is None or customer is None:
         return None
     return ValidMessage(
@@ -545,4 +688,7 @@ def _check(raw: object, rules: Rules, customer_id: str | None, out: _Collector) 
         segments=info.segments,
         client_ref=client_ref,
         idempotency_key=key,
+        callback_url=callback or delivery.default_callback_url,
+        expires_at=expires_at,
+        send_at=send_at,
     )

@@ -33,3 +33,7 @@ class ValidMessage(NamedTuple):
     segments: int
     client_ref: str | None = None
     idempotency_key: str | None = None
+    callback_url: str | None = None
+    # Epoch seconds: when the message stops being worth sending, and when it may first go.
+    expires_at: float | None = None
+    send_at: float | None = None

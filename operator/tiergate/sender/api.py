@@ -17,6 +17,7 @@ import math
 import socket
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tiergate.domain.messages import (
+    NO_DELIVERY,
     FieldError,
     ValidationFailed,
     ValidMessage,
@@ -38,6 +40,7 @@ from tiergate.httpserver import HttpServer, install_stop_signals, metrics_endpoi
 from tiergate.sender import metrics
 from tiergate.sender.ratelimit import TokenBucket
 from tiergate.sender.settings import ApiSettings, token_digest
+from tiergate.sender.webhooks import Dispatcher, Sweeper, event_of
 from tiergate.store import (
     EnqueueResult,
     Message,
@@ -45,6 +48,7 @@ from tiergate.store import (
     QueueStats,
     Store,
     StoreError,
+    WebhookEvent,
     open_store,
 )
 
@@ -88,7 +92,27 @@ def _error(
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
-def _view(view: MessageView) -> dict[str, Any]:
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _webhook_view(row: WebhookEvent) -> dict[str, Any]:
+    event = event_of(row)
+    return {
+        "event_id": event.id,
+        "type": event.type.value,
+        "occurred_at": event.occurred_at,
+        "status": row.status,
+        "attempts": row.attempts,
+        "last_attempt_at": _when(row.last_attempt_at),
+        "last_status": row.last_status,
+        "last_error": row.last_error,
+        "next_attempt_at": _when(row.next_attempt_at) if row.status == "pending" else None,
+        "sent_at": _when(row.sent_at),
+    }
+
+
+def _view(view: MessageView, webhooks: list[WebhookEvent]) -> dict[str, Any]:
     m = view.message
     return {
         "id": m.id,
@@ -109,6 +133,10 @@ def _view(view: MessageView) -> dict[str, Any]:
         "tier": m.tier,
         "revision": m.revision,
         "replay_count": m.replay_count,
+        "callback_url": m.callback_url,
+        "validity_until": _when(m.expires_at),
+        "send_at": _when(m.send_at),
+        "webhooks": [_webhook_view(w) for w in webhooks],
         "history": [
             {"at": h.at.isoformat(), "state": h.state.value, "detail": h.detail} for h in view.history
         ],
@@ -140,6 +168,8 @@ class IngestApi:
         self._stats_ok = False
         self._stats_took = 0.0
         self._stats_task: asyncio.Task[None] | None = None
+        self._background_stop = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
         self.app = Starlette(
             routes=[
                 Route("/v1/messages", self.post_message, methods=["POST"]),
@@ -157,9 +187,19 @@ class IngestApi:
         """Start refreshing queue statistics."""
         await self._refresh_stats()
         self._stats_task = asyncio.create_task(self._stats_loop(), name="api-stats")
+        hooks = self.settings.webhooks
+        if hooks.dispatch:
+            stop = self._background_stop
+            self._background = [
+                asyncio.create_task(Dispatcher(self.store, hooks).run(stop), name="webhook-dispatcher"),
+                asyncio.create_task(Sweeper(self.store, hooks).run(stop), name="sweeper"),
+            ]
 
     async def close(self) -> None:
         """Stop background work."""
+        self._background_stop.set()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._stats_task is not None:
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,9 +259,9 @@ class IngestApi:
         headroom.
         """
         limit = self.settings.max_queue_depth
-        if limit is None:
-            return None
         for tc, n in counts.items():
+            if limit is None:
+                break
             row = self._stats.get(tc)
             depth = row.depth if row is not None else 0
             mine = self._reserved.get(tc, 0) + self._committed.get(tc, 0)
@@ -304,11 +344,13 @@ class IngestApi:
         if problem is not None:
             return problem
         rules = self.settings.rules
+        hook = self.settings.webhooks.customers.get(customer)
+        delivery = NO_DELIVERY if hook is None else hook.delivery
         try:
             if batch:
-                messages = validate_batch(raw, rules, customer_id=customer)
+                messages = validate_batch(raw, rules, customer_id=customer, delivery=delivery)
             else:
-                messages = [validate_message(raw, rules, customer_id=customer)]
+                messages = [validate_message(raw, rules, customer_id=customer, delivery=delivery)]
         except ValidationFailed as exc:
             status = 403 if any(e.code == "forbidden" for e in exc.errors) else 422
             if any(e.code == "too_many" for e in exc.errors):
@@ -374,13 +416,14 @@ class IngestApi:
             )
         try:
             view = await self.store.get(request.path_params["id"])
+            if view is None or view.message.customer_id != customer:
+                return _error(404, "not_found", "no such message")
+            webhooks = await self.store.webhook_events(view.message.id)
         except StoreError:
             return _error(
                 503, "store_unavailable", "the store cannot be read right now", headers={"Retry-After": "1"}
             )
-        if view is None or view.message.customer_id != customer:
-            return _error(404, "not_found", "no such message")
-        return JSONResponse(_view(view))
+        return JSONResponse(_view(view, webhooks))
 
     async def healthz(self, request: Request) -> Response:
         """Alive."""

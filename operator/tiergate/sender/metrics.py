@@ -98,3 +98,31 @@ CONNECTOR_SUBMITS = Counter(
     "Submits per upstream connector, by result (ok, error, throttled, rejected)",
     ["tier", "revision", "connector", "result"],
 )
+WEBHOOK_EVENTS = Counter(
+    "tiergate_sender_webhook_events",
+    "Webhook events settled, by result (sent: a 2xx came; failed: retried for the whole window)",
+    ["result"],
+)
+WEBHOOK_POSTS = Counter(
+    "tiergate_sender_webhook_posts",
+    "Webhook requests made, by result (ok, error: no 2xx or no answer)",
+    ["result"],
+)
+WEBHOOK_PENDING = Gauge(
+    "tiergate_sender_webhook_pending",
+    "Webhook events in the outbox not yet sent",
+    multiprocess_mode="mostrecent",
+)
+WEBHOOK_OLDEST_PENDING_AGE = Gauge(
+    "tiergate_sender_webhook_oldest_pending_age_seconds",
+    "Age of the oldest webhook event not yet sent",
+    multiprocess_mode="mostrecent",
+)
+RECEIPT_TIMEOUTS = Counter(
+    "tiergate_sender_receipt_timeouts",
+    "Submitted messages moved to unknown because no receipt came within the receipt timeout",
+)
+EXPIRED = Counter(
+    "tiergate_sender_expired",
+    "Queued messages discarded because their validity ended",
+)

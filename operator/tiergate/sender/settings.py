@@ -15,8 +15,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tiergate.domain.messages import Rules
+import yaml
+
+from tiergate.api.durations import parse_duration
+from tiergate.domain.messages import Delivery, Rules, callback_url_problem
+from tiergate.domain.webhooks import RetrySchedule
 from tiergate.sender.connectors.config import UpstreamSpec, load_upstream, parse_upstream, single_upstream
 from tiergate.sender.errors import ConfigError
 from tiergate.sender.faults import ALLOW_ENV, Faults, allowed_from_env, parse_faults
@@ -139,6 +144,111 @@ def api_rules(env: Mapping[str, str]) -> Rules:
         default_traffic_class=default,
         max_segments=_int(env, "TIERGATE_MAX_SEGMENTS", 6),
         max_batch=_int(env, "TIERGATE_MAX_BATCH", 1000),
+        max_validity=_seconds(env, "TIERGATE_MAX_VALIDITY", 72 * 3600.0),
+        max_schedule_ahead=_seconds(env, "TIERGATE_MAX_SCHEDULE_AHEAD", 7 * 24 * 3600.0),
+        allow_http_loopback_callbacks=env.get(ALLOW_HTTP_CALLBACKS_ENV) == "1",
+    )
+
+
+# A test switch: http callback URLs on loopback (not for production: events would travel in clear).
+ALLOW_HTTP_CALLBACKS_ENV = "TIERGATE_WEBHOOK_ALLOW_HTTP_LOOPBACK"
+
+
+@dataclass(frozen=True)
+class CustomerWebhook:
+    """A customer's webhook: its default callback URL and signing secrets (first signs)."""
+
+    url: str | None = None
+    secrets: tuple[str, ...] = field(repr=False, default=())
+
+    @property
+    def delivery(self) -> Delivery:
+        """What validation needs to know of it."""
+        return Delivery(default_callback_url=self.url, can_sign=bool(self.secrets))
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """The webhook dispatcher and the receipt-timeout sweeper of the API processes."""
+
+    customers: Mapping[str, CustomerWebhook] = field(repr=False, default_factory=dict)
+    dispatch: bool = True
+    concurrency: int = 32
+    batch: int = 100
+    timeout: float = 10.0
+    schedule: RetrySchedule = field(default_factory=RetrySchedule)
+    receipt_timeout: float = 72 * 3600.0
+    sweep_interval: float = 5.0
+
+
+def parse_webhooks(data: Any, rules: Rules) -> dict[str, CustomerWebhook]:
+    """Customers' webhooks from ``{"customers": {id: {"url": ..., "secrets": [...]}}}``."""
+    customers = data.get("customers") if isinstance(data, Mapping) else None
+    if not isinstance(customers, Mapping):
+        raise ConfigError("Webhook configuration needs a 'customers' mapping")
+    out: dict[str, CustomerWebhook] = {}
+    for customer, entry in customers.items():
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"Webhook entry of customer {customer!r} must be a mapping")
+        url = entry.get("url")
+        secrets = entry.get("secrets", [entry["secret"]] if "secret" in entry else [])
+        if url is not None and (not isinstance(url, str) or callback_url_problem(url, rules)):
+            raise ConfigError(f"Webhook URL of customer {customer!r} is not usable: {url!r}")
+        if not isinstance(secrets, list) or not all(isinstance(x, str) and len(x) >= 16 for x in secrets):
+            raise ConfigError(f"Webhook secrets of customer {customer!r} must be strings of 16+ characters")
+        if url is not None and not secrets:
+            raise ConfigError(f"Customer {customer!r} has a webhook URL and no secret to sign with")
+        out[str(customer)] = CustomerWebhook(url, tuple(secrets))
+    return out
+
+
+def load_webhooks(env: Mapping[str, str], rules: Rules) -> dict[str, CustomerWebhook]:
+    """Customers' webhooks from ``TIERGATE_WEBHOOKS_FILE`` (YAML or JSON), else ``TIERGATE_WEBHOOKS``."""
+    path = env.get("TIERGATE_WEBHOOKS_FILE")
+    text = env.get("TIERGATE_WEBHOOKS", "")
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"Webhook file unreadable path={path}: {exc.strerror}") from None
+    if not text.strip():
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Webhook configuration is not YAML: {exc}") from None
+    return parse_webhooks(data, rules)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be seconds or a duration such as 90s or 2h, got {raw!r}") from None
+
+
+def webhook_settings(env: Mapping[str, str], rules: Rules) -> WebhookSettings:
+    """Webhook and receipt-timeout settings from the environment."""
+    return WebhookSettings(
+        customers=load_webhooks(env, rules),
+        dispatch=env.get("TIERGATE_WEBHOOK_DISPATCH", "1") not in ("0", "false", "no"),
+        concurrency=_int(env, "TIERGATE_WEBHOOK_CONCURRENCY", 32),
+        batch=_int(env, "TIERGATE_WEBHOOK_BATCH", 100),
+        timeout=_seconds(env, "TIERGATE_WEBHOOK_TIMEOUT", 10.0),
+        schedule=RetrySchedule(
+            base_delay=_seconds(env, "TIERGATE_WEBHOOK_RETRY_BASE", 1.0),
+            max_delay=_seconds(env, "TIERGATE_WEBHOOK_RETRY_MAX_DELAY", 600.0),
+            retry_for=_seconds(env, "TIERGATE_WEBHOOK_RETRY_FOR", 24 * 3600.0),
+        ),
+        receipt_timeout=_seconds(env, "TIERGATE_RECEIPT_TIMEOUT", 72 * 3600.0),
+        sweep_interval=_seconds(env, "TIERGATE_SWEEP_INTERVAL", 5.0),
     )
 
 
@@ -155,6 +265,7 @@ class ApiSettings:
     store_url: str
     tokens: Mapping[str, str] = field(repr=False, default_factory=dict)
     rules: Rules = field(default_factory=Rules)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     host: str = "0.0.0.0"
     port: int = 8080
     max_queue_depth: int | None = DEFAULT_MAX_QUEUE_DEPTH
@@ -232,10 +343,12 @@ def api_settings(
     count = processes if processes is not None else _int(env, "TIERGATE_API_PROCESSES", 1)
     if not 1 <= count <= MAX_API_PROCESSES:
         raise ConfigError(f"TIERGATE_API_PROCESSES must be 1 to {MAX_API_PROCESSES}, got {count}")
+    rules = api_rules(env)
     return ApiSettings(
         store_url=store_url or env.get("TIERGATE_STORE_URL") or default_store_url(env),
         tokens=tokens,
-        rules=api_rules(env),
+        rules=rules,
+        webhooks=webhook_settings(env, rules),
         host=host or env.get("TIERGATE_HTTP_HOST") or "0.0.0.0",
         port=port if port is not None else _int(env, "TIERGATE_HTTP_PORT", 8080),
         max_queue_depth=depth or None,

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
 
+from tiergate.domain.webhooks import REASON_EXPIRED
 from tiergate.sender import metrics
 from tiergate.sender.connectors.base import Connector, Outbound, Receipt
 from tiergate.sender.errors import (
@@ -243,8 +244,11 @@ class Worker:
     async def _send(self, message: Message) -> None:
         owner = self.identity.owner
         try:
-            age = self._clock() - message.created_at.timestamp()
-            if age >= self.options.policy.max_age:
+            now = self._clock()
+            if message.expires_at is not None and now >= message.expires_at.timestamp():
+                self._discard(message, REASON_EXPIRED, None)
+                return
+            if now - _due_since(message) >= self.options.policy.max_age:
                 self._discard(message, "max-age", None)
                 return
             upstream_id = await self._route(message)
@@ -278,6 +282,7 @@ class Worker:
             source=message.sender_id,
             destination=message.destination,
             body=message.body,
+            validity=message.expires_at,
         )
         if self.upstream.should_fail():
             raise TransientError("Injected submit failure (fault fail-submits)", code="fault")
@@ -318,7 +323,7 @@ class Worker:
             del self._accepted_at[next(iter(self._accepted_at))]
 
     def _transient(self, message: Message, exc: UpstreamError) -> None:
-        age = self._clock() - message.created_at.timestamp()
+        age = self._clock() - _due_since(message)
         reason = self.options.policy.give_up_reason(message.attempts, age)
         if reason is not None:
             self._discard(message, reason, exc)
@@ -450,6 +455,11 @@ class Worker:
             lost = held.count(False)
             if lost:
                 log.warning("Leases lost while in flight count=%d owner=%s", lost, self.identity.owner)
+
+
+def _due_since(message: Message) -> float:
+    """When the message became due: its send time if it was scheduled, else its acceptance."""
+    return (message.send_at or message.created_at).timestamp()
 
 
 def _describe(exc: UpstreamError) -> str:

@@ -43,6 +43,9 @@ from tiergate.store.base import (
     StoreError,
     StoreUnavailable,
     Submitted,
+    WebhookBacklog,
+    WebhookEvent,
+    WebhookResult,
     WorkerIdentity,
 )
 from tiergate.store.ids import new_id
@@ -99,6 +102,9 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "Submitted",
+    "WebhookBacklog",
+    "WebhookEvent",
+    "WebhookResult",
     "WorkerIdentity",
     "new_id",
     "open_store",

@@ -10,101 +10,56 @@ requests; with one request in flight it costs what a plain transaction costs.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from tiergate.domain.webhooks import DeliveryState
 from tiergate.store.base import (
-    ClaimOutcome,
     DiscardEvent,
     DiscardFilter,
     DiscardGroup,
     Encoding,
-    InvalidRequest,
     Message,
     MessageState,
     ReplayJob,
     ReplayState,
-    SkipReason,
+    WebhookEvent,
+    WebhookResult,
 )
 
 log = logging.getLogger("tiergate.store")
 
-MESSAGE_COLUMNS = (
-    "id",
-    "customer_id",
-    "traffic_class",
-    "destination",
-    "sender_id",
-    "body",
-    "encoding",
-    "segments",
-    "client_ref",
-    "idempotency_key",
-    "state",
-    "attempts",
+# Columns are named as the record fields they fill, so a record's fields are its SELECT list.
+MESSAGE_COLUMNS: tuple[str, ...] = Message._fields
+DISCARD_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DiscardEvent))
+JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ReplayJob))
+WEBHOOK_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(WebhookEvent))
+
+
+def _positions(columns: tuple[str, ...], *names: str) -> tuple[int, ...]:
+    return tuple(columns.index(name) for name in names)
+
+
+_MESSAGE_TIMES = _positions(
+    MESSAGE_COLUMNS,
     "next_attempt_at",
-    "lease_owner",
     "lease_expires_at",
     "created_at",
     "updated_at",
     "submitted_at",
     "delivered_at",
-    "upstream_message_id",
-    "last_error",
-    "tier",
-    "revision",
-    "replay_count",
-    "replay_job_id",
+    "expires_at",
+    "send_at",
 )
-_MESSAGE_TIME_COLUMNS = frozenset(
-    {
-        "next_attempt_at",
-        "lease_expires_at",
-        "created_at",
-        "updated_at",
-        "submitted_at",
-        "delivered_at",
-    }
-)
-_MESSAGE_TIME_INDEXES = tuple(i for i, name in enumerate(MESSAGE_COLUMNS) if name in _MESSAGE_TIME_COLUMNS)
-
-DISCARD_COLUMNS = (
-    "id",
-    "message_id",
-    "customer_id",
-    "traffic_class",
-    "tier",
-    "revision",
-    "reason",
-    "upstream_error",
-    "attempts",
-    "discarded_at",
-    "message_created_at",
-    "replay_job_id",
-    "replayed_at",
-)
-
-JOB_COLUMNS = (
-    "id",
-    "filter",
-    "rate",
-    "dry_run",
-    "max_age_seconds",
-    "source",
-    "state",
-    "matched",
-    "replayed",
-    "skipped",
-    "failed",
-    "cursor",
-    "error",
-    "created_at",
-    "updated_at",
-)
+(_ENCODING, _STATE) = _positions(MESSAGE_COLUMNS, "encoding", "state")
+_DISCARD_TIMES = _positions(DISCARD_COLUMNS, "discarded_at", "message_created_at", "replayed_at")
+_JOB_FILTER, _JOB_DRY_RUN, _JOB_STATE = _positions(JOB_COLUMNS, "filter", "dry_run", "state")
+_JOB_TIMES = _positions(JOB_COLUMNS, "created_at", "updated_at")
+_WEBHOOK_TIMES = _positions(WEBHOOK_COLUMNS, "occurred_at", "next_attempt_at", "last_attempt_at", "sent_at")
 
 GROUP_COLUMNS = {
     DiscardGroup.REASON: "reason",
@@ -132,11 +87,6 @@ def to_epoch(value: datetime) -> float:
     return value.timestamp()
 
 
-def identity_time(value: Any) -> datetime | None:
-    """A timestamptz column value, already a datetime."""
-    return value  # type: ignore[no-any-return]
-
-
 _ENCODINGS = {e.value: e for e in Encoding}
 _STATES = {s.value: s for s in MessageState}
 
@@ -144,29 +94,44 @@ _STATES = {s.value: s for s in MessageState}
 def row_to_message(row: Iterable[Any], conv: TimeIn) -> Message:
     """Map a row selected with `MESSAGE_COLUMNS` to a `Message`."""
     values = list(row)
-    for i in _MESSAGE_TIME_INDEXES:
+    for i in _MESSAGE_TIMES:
         values[i] = conv(values[i])
-    values[6] = _ENCODINGS[values[6]]
-    values[10] = _STATES[values[10]]
+    values[_ENCODING] = _ENCODINGS[values[_ENCODING]]
+    values[_STATE] = _STATES[values[_STATE]]
     return Message._make(values)
 
 
 def row_to_discard(row: Iterable[Any], conv: TimeIn) -> DiscardEvent:
     """Map a row selected with `DISCARD_COLUMNS` to a `DiscardEvent`."""
     values = list(row)
-    for i in (9, 10, 12):
+    for i in _DISCARD_TIMES:
         values[i] = conv(values[i])
     return DiscardEvent(*values)
+
+
+def row_to_webhook(row: Iterable[Any], conv: TimeIn) -> WebhookEvent:
+    """Map a row selected with `WEBHOOK_COLUMNS` to a `WebhookEvent`."""
+    values = list(row)
+    for i in _WEBHOOK_TIMES:
+        values[i] = conv(values[i])
+    return WebhookEvent(*values)
+
+
+def webhook_status(result: WebhookResult) -> DeliveryState:
+    """Where an event is after a post: sent, pending another try, or failed for good."""
+    if result.sent:
+        return DeliveryState.SENT
+    return DeliveryState.FAILED if result.retry_at is None else DeliveryState.PENDING
 
 
 def row_to_job(row: Iterable[Any], conv: TimeIn) -> ReplayJob:
     """Map a row selected with `JOB_COLUMNS` to a `ReplayJob`."""
     values = list(row)
-    values[1] = DiscardFilter.from_json(values[1])
-    values[3] = bool(values[3])
-    values[6] = ReplayState(values[6])
-    values[13] = conv(values[13])
-    values[14] = conv(values[14])
+    values[_JOB_FILTER] = DiscardFilter.from_json(values[_JOB_FILTER])
+    values[_JOB_DRY_RUN] = bool(values[_JOB_DRY_RUN])
+    values[_JOB_STATE] = ReplayState(values[_JOB_STATE])
+    for i in _JOB_TIMES:
+        values[i] = conv(values[i])
     return ReplayJob(*values)
 
 
@@ -289,41 +254,3 @@ class GroupCommitter(Generic[Op]):
         self._wake.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks)
-
-
-def decide_claim(discard_id: str, row: Any, job_id: str) -> ClaimOutcome:
-    """Whether a discard may be claimed, from (message_id, claimed_by, message state)."""
-    if row is None:
-        return ClaimOutcome(discard_id, None, False, SkipReason.NOT_FOUND)
-    message_id, claimed_by, state = row
-    if claimed_by == job_id:
-        return ClaimOutcome(discard_id, message_id, False, SkipReason.CLAIMED_BY_THIS_JOB)
-    if claimed_by is not None:
-        return ClaimOutcome(discard_id, message_id, False, SkipReason.ALREADY_REPLAYED)
-    if state is None:
-        return ClaimOutcome(discard_id, message_id, False, SkipReason.NOT_FOUND)
-    if state in (MessageState.SUBMITTED, MessageState.DELIVERED):
-        return ClaimOutcome(discard_id, message_id, False, SkipReason.ALREADY_DELIVERED)
-    if state != MessageState.DISCARDED:
-        return ClaimOutcome(discard_id, message_id, False, SkipReason.ALREADY_REPLAYED)
-    return ClaimOutcome(discard_id, message_id, True)
-
-
-def claim_counts(outcomes: list[ClaimOutcome]) -> tuple[int, int]:
-    """Replayed and skipped counts for a job's counters."""
-    replayed = sum(1 for o in outcomes if o.claimed)
-    skipped = sum(1 for o in outcomes if not o.claimed and o.skip_reason != SkipReason.CLAIMED_BY_THIS_JOB)
-    return replayed, skipped
-
-
-def encode_cursor(discard_id: str) -> str:
-    """An opaque page cursor for the last discard id of a page."""
-    return base64.urlsafe_b64encode(discard_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    """The discard id inside a cursor."""
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except ValueError as exc:
-        raise InvalidRequest("bad discard cursor") from exc

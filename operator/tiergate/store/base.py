@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -61,6 +61,7 @@ class MessageState(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     DISCARDED = "discarded"
+    UNKNOWN = "unknown"  # submitted, and no receipt came within the receipt timeout
 
 
 class ReplayState(StrEnum):
@@ -141,15 +142,19 @@ class Message(NamedTuple):
     revision: str | None
     replay_count: int
     replay_job_id: str | None
+    callback_url: str | None = None
+    expires_at: datetime | None = None
+    send_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One state transition of a message."""
+    """One state transition of a message: its detail as a sentence and as data."""
 
     at: datetime
     state: MessageState
     detail: str | None = None
+    data: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +340,47 @@ class ReplayJob:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """One outbox row: a state change to post to a callback URL, and how posting it went."""
+
+    seq: int
+    message_id: str
+    customer_id: str
+    callback_url: str
+    client_ref: str | None
+    state: str
+    reason: str | None
+    upstream_message_id: str | None
+    occurred_at: datetime
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    """How one post of an event went: sent, or tried again at `retry_at` (None: give up)."""
+
+    seq: int
+    sent: bool
+    status_code: int | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookBacklog:
+    """Events not yet sent, and when the oldest of them happened."""
+
+    pending: int
+    oldest_pending_at: datetime | None
+
+
 @dataclass(slots=True)
 class StoreCounters:
     """Process-local counters a store keeps for metrics."""
@@ -436,6 +482,40 @@ class Store(abc.ABC):
     ) -> Message | None:
         """Apply one delivery receipt."""
         return (await self.record_receipts([Receipt(upstream_message_id, delivered, detail)]))[0]
+
+    @abc.abstractmethod
+    async def expire_unreceipted(self, submitted_before: datetime, limit: int = 1000) -> int:
+        """Move messages submitted before the cutoff, still without a receipt, to `UNKNOWN`.
+
+        Returns how many moved; safe to run from several processes at once (each message
+        moves once). A receipt that comes later still moves an unknown message on.
+        """
+
+    @abc.abstractmethod
+    async def expire_queued(self, limit: int = 1000) -> int:
+        """Discard queued messages whose validity has ended, with reason ``expired``."""
+
+    # --- webhooks --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim_webhook_events(self, limit: int, lease: float) -> list[WebhookEvent]:
+        """Take due pending events, at most one per message (its oldest), for `lease` seconds.
+
+        A message's next event is not handed out while an earlier one is pending, so each
+        message's events go out in order; an event not settled within the lease is due again.
+        """
+
+    @abc.abstractmethod
+    async def record_webhook_results(self, results: Sequence[WebhookResult]) -> None:
+        """Settle claimed events: sent, due again at `retry_at`, or failed for good."""
+
+    @abc.abstractmethod
+    async def webhook_events(self, message_id: str) -> list[WebhookEvent]:
+        """A message's events with their delivery attempts, oldest first."""
+
+    @abc.abstractmethod
+    async def webhook_backlog(self) -> WebhookBacklog:
+        """How many events wait to be sent and the time of the oldest."""
 
     # --- reads -----------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The PostgreSQL engine: the store a multi-replica install uses.
 
+Only SQL and connections live here; the life cycle is `_dialect.DialectStore`'s.
 Workers lease with ``FOR UPDATE SKIP LOCKED`` so replicas never wait on each other's rows;
 the worker hot paths (outcomes, receipts) are set-based statements over arrays, one
 transaction per call. A submit's outcome and a delivery receipt for the same upstream id
@@ -13,6 +14,7 @@ merged into one multi-row insert and one commit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -23,35 +25,20 @@ import asyncpg
 import orjson
 
 from tiergate.store import _common as c
+from tiergate.store import _dialect as d
+from tiergate.store import _lifecycle as lc
 from tiergate.store.base import (
-    ClaimOutcome,
-    Discard,
-    DiscardFilter,
-    DiscardGroup,
-    DiscardPage,
     EnqueueResult,
-    HistoryEntry,
     Message,
     MessageState,
-    MessageView,
     NewMessage,
-    NewReplayJob,
-    NotFound,
     Outcome,
-    QueueStats,
     Receipt,
-    Release,
-    ReplayJob,
-    ReplayState,
-    RetryLater,
-    SchemaTooNew,
-    Store,
     StoreCounters,
     StoreUnavailable,
-    Submitted,
     WorkerIdentity,
 )
-from tiergate.store.ids import new_id, new_ids
+from tiergate.store.ids import new_ids
 from tiergate.store.migrations import POSTGRES_MIGRATIONS
 
 if TYPE_CHECKING:
@@ -61,9 +48,7 @@ if TYPE_CHECKING:
 
 _COLS = ", ".join(c.MESSAGE_COLUMNS)
 _MCOLS = ", ".join(f"m.{name}" for name in c.MESSAGE_COLUMNS)
-_DCOLS = ", ".join(c.DISCARD_COLUMNS)
-_JCOLS = ", ".join(c.JOB_COLUMNS)
-_FILTERS = c.FilterSQL(lambda n: f"${n}", lambda t: t, arrays=True)
+_QUEUED = MessageState.QUEUED.value
 _MIGRATION_LOCK = 0x7469657267617465  # "tiergate"
 _RECEIPT_LOCK_CLASS = 0x74677263  # "tgrc"; the two-key advisory lock space
 _UNAVAILABLE = (
@@ -80,19 +65,22 @@ _UNAVAILABLE = (
 # 8.0-8.4 us a row (jsonb; plain json re-parses the text for every ->> and was slower).
 _INSERT_PLAIN = (
     "INSERT INTO messages (id, customer_id, traffic_class, destination, sender_id, body,"
-    " encoding, segments, client_ref, idempotency_key, state, attempts, next_attempt_at, due_at,"
-    " created_at, updated_at, replay_count)"
+    " encoding, segments, client_ref, idempotency_key, callback_url, expires_at, send_at,"
+    " state, attempts, next_attempt_at, due_at, created_at, updated_at, replay_count)"
     " SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, r->>6, (r->>7)::int, r->>8, r->>9,"
-    " 'queued', 0, $2, $2, $2, $2, 0 FROM jsonb_array_elements($1::jsonb) AS r"
+    " r->>10, to_timestamp((r->>11)::float8), to_timestamp((r->>12)::float8),"
+    f" '{_QUEUED}', 0, COALESCE(to_timestamp((r->>12)::float8), $2),"
+    " COALESCE(to_timestamp((r->>12)::float8), $2), $2, $2, 0"
+    " FROM jsonb_array_elements($1::jsonb) AS r"
 )
 _INSERT_KEYED = (
     _INSERT_PLAIN + " ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
     " RETURNING id"
 )
 _EVENTS = (
-    "INSERT INTO message_events (message_id, at, state, detail)"
-    " SELECT u.id, $2, u.state, u.detail FROM unnest($1::text[], $3::text[], $4::text[])"
-    " AS u(id, state, detail)"
+    "INSERT INTO message_events (message_id, at, state, data)"
+    " SELECT u.id, $2, u.state, u.data::jsonb FROM unnest($1::text[], $3::text[], $4::text[])"
+    " AS u(id, state, data)"
 )
 
 
@@ -105,8 +93,43 @@ def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-class PostgresStore(Store):
+def _as_read(value: Any) -> Any:
+    """A timestamptz is already a datetime."""
+    return value
+
+
+@functools.cache
+def _transition_sql(t: lc.Transition) -> str:
+    """A transition's set-based UPDATE: arrays of (index, id, owner, *fields), then the time."""
+    fields = t.fields()
+    now = f"${4 + len(fields)}"
+    arrays = ", ".join(
+        ["$1::int[]", "$2::text[]", "$3::text[]"]
+        + [f"${4 + n}::{'timestamptz' if f.time else 'text'}[]" for n, f in enumerate(fields)]
+    )
+    names = ", ".join(["i", "id", "owner", *(f.name for f in fields)])
+
+    def value(expr: lc.Expr) -> str:
+        return f"u.{expr.name}" if isinstance(expr, lc.Field) else now
+
+    sets = d.set_clause(t, lambda column: f"m.{column}", value, "GREATEST")
+    returning = ", ".join(["u.i", "m.id", *(f"m.{column}" for column in t.returning)])
+    return (
+        f"UPDATE messages m SET {sets} FROM unnest({arrays}) AS u({names})"
+        f" WHERE m.id = u.id AND m.lease_owner = u.owner AND m.state = '{d.IN_FLIGHT}'"
+        f" RETURNING {returning}"
+    )
+
+
+class PostgresStore(d.DialectStore):
     """`Store` on a PostgreSQL database."""
+
+    numbered = True
+    for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    greatest = "GREATEST"
+    migrations = POSTGRES_MIGRATIONS
+    version_time_type = "TIMESTAMPTZ"
 
     def __init__(self, pool: asyncpg.Pool, clock: c.Clock) -> None:
         self._pool = pool
@@ -155,28 +178,7 @@ class PostgresStore(Store):
             raise StoreUnavailable(f"postgresql: {exc}") from exc
 
     async def _migrate(self) -> None:
-        async with self._tx() as conn:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version"
-                " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
-            )
-            version = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
-            if version > len(POSTGRES_MIGRATIONS):
-                raise SchemaTooNew(
-                    f"database schema version {version} is newer than this code ({len(POSTGRES_MIGRATIONS)})"
-                )
-            for number, script in enumerate(POSTGRES_MIGRATIONS, start=1):
-                if number <= version:
-                    continue
-                for statement in script:
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
-                    number,
-                    self._now(),
-                )
-                c.log.info("Applied store migration engine=postgresql version=%d", number)
+        await self.run_write(self.migrate_flow())
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -238,7 +240,7 @@ class PostgresStore(Store):
         if all(m.idempotency_key is None for m in messages):
             await conn.execute(_INSERT_PLAIN, rows.decode(), _ts(now))
             return [EnqueueResult(mid, True) for mid in ids]
-        inserted = {row[0] for row in await conn.fetch(_INSERT_KEYED, rows.decode(), _ts(now))}
+        inserted = {row["id"] for row in await conn.fetch(_INSERT_KEYED, rows.decode(), _ts(now))}
         missing = [m for mid, m in zip(ids, messages, strict=True) if mid not in inserted]
         existing: dict[tuple[str, str | None], str] = {}
         if missing:
@@ -249,7 +251,7 @@ class PostgresStore(Store):
                 [m.customer_id for m in missing],
                 [m.idempotency_key for m in missing],
             )
-            existing = {(r[0], r[1]): r[2] for r in found}
+            existing = {(r["customer_id"], r["idempotency_key"]): r["id"] for r in found}
         results: list[EnqueueResult] = []
         for mid, m in zip(ids, messages, strict=True):
             if mid in inserted:
@@ -258,452 +260,136 @@ class PostgresStore(Store):
                 results.append(EnqueueResult(existing[(m.customer_id, m.idempotency_key)], False))
         return results
 
-    # --- workers ------------------------------------------------------------------------
+    # --- the dialect ----------------------------------------------------------------------
 
-    async def lease(
-        self,
-        traffic_class: str,
-        worker: WorkerIdentity,
-        limit: int,
-        visibility_timeout: float,
-    ) -> list[Message]:
-        """Lease due messages, skipping rows other replicas hold."""
-        if limit <= 0:
-            return []
-        now = self._clock()
+    def time_param(self, epoch: float) -> datetime:
+        """A timestamptz."""
+        return _ts(epoch)
+
+    time_in = staticmethod(_as_read)  # an attribute, not a method: it runs per column read
+
+    def filter_time(self, value: datetime) -> datetime:
+        """A timestamptz."""
+        return value
+
+    async def run_write(self, flow: d.Flow[d.T]) -> d.T:
+        """Run the flow in one transaction on a pooled connection."""
         async with self._tx() as conn:
-            rows = await conn.fetch(
-                "WITH picked AS (SELECT id FROM messages WHERE traffic_class = $1"
-                " AND due_at IS NOT NULL AND due_at <= $2 ORDER BY due_at LIMIT $3"
-                " FOR UPDATE SKIP LOCKED)"
-                " UPDATE messages m SET state = 'in_flight', lease_owner = $4,"
-                " lease_expires_at = $5, due_at = $5, attempts = m.attempts + 1, tier = $6,"
-                f" revision = $7, updated_at = $2 FROM picked WHERE m.id = picked.id"
-                f" RETURNING {_MCOLS}",
-                traffic_class,
+            return await d.drive_async(functools.partial(_run, conn), flow)
+
+    async def run_read(self, flow: d.Flow[d.T]) -> d.T:
+        """Reads run in a transaction too (one snapshot for a message and its history)."""
+        return await self.run_write(flow)
+
+    def migration_lock(self) -> d.Op:
+        """A transaction-scoped advisory lock."""
+        return d.Execute("SELECT pg_advisory_xact_lock($1)", (_MIGRATION_LOCK,))
+
+    def insert_events(self, events: Sequence[lc.Event], now: float) -> d.Op:
+        """All events in one statement over arrays."""
+        return d.Execute(
+            _EVENTS,
+            (
+                [e.message_id for e in events],
                 _ts(now),
-                limit,
-                worker.owner,
-                _ts(now + visibility_timeout),
-                worker.tier,
-                worker.revision,
-            )
-            if rows:
-                detail = f"owner={worker.owner} tier={worker.tier} revision={worker.revision}"
-                await conn.execute(
-                    _EVENTS,
-                    [r[0] for r in rows],
-                    _ts(now),
-                    ["in_flight"] * len(rows),
-                    [detail] * len(rows),
-                )
-        messages = [c.row_to_message(row, c.identity_time) for row in rows]
-        messages.sort(key=lambda m: m.next_attempt_at)
-        return messages
+                [e.state.value for e in events],
+                [e.data for e in events],
+            ),
+        )
 
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        """Apply outcomes in one transaction with one statement per outcome kind."""
-        if not outcomes:
-            return []
-        now = self._clock()
-        ts = _ts(now)
-        ok: set[int] = set()
-        events: list[tuple[str, str, str | None]] = []
-        indexed = list(enumerate(outcomes))
-        async with self._tx() as conn:
-            subs = [(i, o) for i, o in indexed if isinstance(o, Submitted)]
-            if subs:
-                await self._lock_upstream_ids(conn, [o.upstream_message_id for _, o in subs])
-                rows = await conn.fetch(
-                    "UPDATE messages m SET state = 'submitted', submitted_at = $4,"
-                    " upstream_message_id = u.upstream, lease_owner = NULL,"
-                    " lease_expires_at = NULL, due_at = NULL, updated_at = $4"
-                    " FROM unnest($1::int[], $2::text[], $3::text[], $5::text[])"
-                    " AS u(i, id, owner, upstream)"
-                    " WHERE m.id = u.id AND m.lease_owner = u.owner AND m.state = 'in_flight'"
-                    " RETURNING u.i, m.id, u.upstream",
-                    [i for i, _ in subs],
-                    [o.id for _, o in subs],
-                    [o.owner for _, o in subs],
-                    ts,
-                    [o.upstream_message_id for _, o in subs],
-                )
-                ok.update(r[0] for r in rows)
-                events.extend((r[1], "submitted", f"upstream_id={r[2]}") for r in rows)
-                await self._apply_pending_receipts(conn, [r[2] for r in rows], now)
-            retries = [(i, o) for i, o in indexed if isinstance(o, RetryLater)]
-            if retries:
-                rows = await conn.fetch(
-                    "UPDATE messages m SET state = 'queued', next_attempt_at = u.nb,"
-                    " due_at = u.nb, last_error = u.error, lease_owner = NULL,"
-                    " lease_expires_at = NULL, updated_at = $6"
-                    " FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[],"
-                    " $5::text[]) AS u(i, id, owner, nb, error)"
-                    " WHERE m.id = u.id AND m.lease_owner = u.owner AND m.state = 'in_flight'"
-                    " RETURNING u.i, m.id, u.error",
-                    [i for i, _ in retries],
-                    [o.id for _, o in retries],
-                    [o.owner for _, o in retries],
-                    [o.not_before for _, o in retries],
-                    [o.error for _, o in retries],
-                    ts,
-                )
-                ok.update(r[0] for r in rows)
-                events.extend((r[1], "queued", f"retry: {r[2]}") for r in rows)
-            discards = [(i, o) for i, o in indexed if isinstance(o, Discard)]
-            if discards:
-                rows = await conn.fetch(
-                    "UPDATE messages m SET state = 'discarded',"
-                    " last_error = COALESCE(u.upstream_error, u.reason), lease_owner = NULL,"
-                    " lease_expires_at = NULL, due_at = NULL, updated_at = $6"
-                    " FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[])"
-                    " AS u(i, id, owner, reason, upstream_error)"
-                    " WHERE m.id = u.id AND m.lease_owner = u.owner AND m.state = 'in_flight'"
-                    " RETURNING u.i, m.id, m.customer_id, m.traffic_class, m.tier, m.revision,"
-                    " u.reason, u.upstream_error, m.attempts, m.created_at",
-                    [i for i, _ in discards],
-                    [o.id for _, o in discards],
-                    [o.owner for _, o in discards],
-                    [o.reason for _, o in discards],
-                    [o.upstream_error for _, o in discards],
-                    ts,
-                )
-                if rows:
-                    await conn.executemany(
-                        f"INSERT INTO discards ({_DCOLS}) VALUES"
-                        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL)",
-                        [
-                            (did, *r[1:9], ts, r[9])
-                            for did, r in zip(new_ids(len(rows), now), rows, strict=True)
-                        ],
-                    )
-                ok.update(r[0] for r in rows)
-                events.extend((r[1], "discarded", f"reason={r[6]}") for r in rows)
-            releases = [(i, o) for i, o in indexed if isinstance(o, Release)]
-            if releases:
-                rows = await conn.fetch(
-                    "UPDATE messages m SET state = 'queued',"
-                    " attempts = GREATEST(m.attempts - 1, 0), next_attempt_at = $4,"
-                    " due_at = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4"
-                    " FROM unnest($1::int[], $2::text[], $3::text[]) AS u(i, id, owner)"
-                    " WHERE m.id = u.id AND m.lease_owner = u.owner AND m.state = 'in_flight'"
-                    " RETURNING u.i, m.id",
-                    [i for i, _ in releases],
-                    [o.id for _, o in releases],
-                    [o.owner for _, o in releases],
-                    ts,
-                )
-                ok.update(r[0] for r in rows)
-                events.extend((r[1], "queued", "released unsent") for r in rows)
-            if events:
-                await conn.execute(
-                    _EVENTS,
-                    [e[0] for e in events],
-                    ts,
-                    [e[1] for e in events],
-                    [e[2] for e in events],
-                )
-        done = [i in ok for i in range(len(outcomes))]
-        self.counters.stale_acks += done.count(False)
-        return done
+    def lease_statement(
+        self, traffic_class: str, worker: WorkerIdentity, limit: int, now: float, expires: float
+    ) -> d.Op:
+        """Pick due rows with ``FOR UPDATE SKIP LOCKED`` and mark them in one statement."""
+        return d.Fetch(
+            "WITH picked AS (SELECT id FROM messages WHERE traffic_class = $1"
+            " AND due_at IS NOT NULL AND due_at <= $2 ORDER BY due_at LIMIT $3"
+            " FOR UPDATE SKIP LOCKED)"
+            f" UPDATE messages m SET state = '{d.IN_FLIGHT}', lease_owner = $4,"
+            " lease_expires_at = $5, due_at = $5, attempts = m.attempts + 1, tier = $6,"
+            " revision = $7, updated_at = $2 FROM picked WHERE m.id = picked.id"
+            f" RETURNING {_MCOLS}",
+            (traffic_class, _ts(now), limit, worker.owner, _ts(expires), worker.tier, worker.revision),
+        )
 
-    async def _lock_upstream_ids(self, conn: Conn, upstream_ids: Sequence[str]) -> None:
+    def apply_transition(
+        self, t: lc.Transition, group: list[tuple[int, Outcome]], now: float
+    ) -> d.Flow[list[tuple[int, Any]]]:
+        """One statement for the whole group, over arrays."""
+        args: list[Any] = [[i for i, _ in group], [o.id for _, o in group], [o.owner for _, o in group]]
+        args.extend([d.outcome_value(f, o, lambda t: t) for _, o in group] for f in t.fields())
+        rows = yield d.Fetch(_transition_sql(t), (*args, _ts(now)))
+        return [(r["i"], r) for r in rows]
+
+    def lock_upstream_ids(self, upstream_ids: Sequence[str]) -> d.Flow[None]:
+        """Advisory locks per upstream id, sorted (never a deadlock)."""
         keys = sorted({_upstream_lock_key(u) for u in upstream_ids})
         if keys:
-            await conn.execute(
+            yield d.Execute(
                 "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k",
-                _RECEIPT_LOCK_CLASS,
-                keys,
+                (_RECEIPT_LOCK_CLASS, keys),
             )
 
-    async def _apply_pending_receipts(self, conn: Conn, upstream_ids: list[str], now: float) -> None:
-        if not upstream_ids:
-            return
-        rows = await conn.fetch(
-            "DELETE FROM pending_receipts WHERE upstream_message_id = ANY($1::text[])"
-            " RETURNING upstream_message_id, delivered, detail",
-            upstream_ids,
-        )
-        if rows:
-            await self._receipts(conn, [Receipt(r[0], r[1], r[2]) for r in rows], now, keep=False)
-
-    async def extend_leases(self, ids: Sequence[str], owner: str, visibility_timeout: float) -> list[bool]:
-        """Push lease expiry for messages `owner` still holds."""
-        if not ids:
-            return []
-        expires = _ts(self._clock() + visibility_timeout)
-        async with self._tx() as conn:
-            rows = await conn.fetch(
-                "UPDATE messages SET lease_expires_at = $3, due_at = $3"
-                " WHERE id = ANY($1::text[]) AND lease_owner = $2 AND state = 'in_flight'"
-                " RETURNING id",
-                list(ids),
-                owner,
-                expires,
-            )
-        extended = {r[0] for r in rows}
-        return [mid in extended for mid in ids]
-
-    async def record_receipts(self, receipts: Sequence[Receipt]) -> list[Message | None]:
-        """Apply delivery receipts, keeping early ones for their submit."""
-        if not receipts:
-            return []
-        async with self._tx() as conn:
-            await self._lock_upstream_ids(conn, [r.upstream_message_id for r in receipts])
-            result = await self._receipts(conn, list(receipts), self._clock(), keep=True)
-        self.counters.orphan_receipts += result.count(None)
-        return result
-
-    async def _receipts(
-        self, conn: Conn, receipts: list[Receipt], now: float, keep: bool
-    ) -> list[Message | None]:
+    def apply_receipts(self, receipts: list[Receipt], now: float, keep: bool) -> d.Flow[list[Message | None]]:
+        """One set-based UPDATE for the batch, then a look-up of the rest."""
         ts = _ts(now)
         # The first receipt for an SMSC id wins within a batch. The ids go in as an array
         # (`= ANY`, an index scan whatever the statistics: a join against unnest() was
         # planned as a hash join over the whole table on a fresh, unanalysed one) and
-        # each id's outcome as one jsonb object.
-        outcome: dict[str, tuple[bool, str | None]] = {}
+        # each id's [state, last_error, event data] as one jsonb object.
+        change: dict[str, tuple[str, str | None, str]] = {}
         for r in receipts:
-            outcome.setdefault(r.upstream_message_id, (r.delivered, r.detail))
-        rows = await conn.fetch(
-            "UPDATE messages m SET"
-            " state = CASE WHEN ($2::jsonb -> m.upstream_message_id ->> 0)::boolean"
-            " THEN 'delivered' ELSE 'failed' END,"
+            change.setdefault(
+                r.upstream_message_id,
+                (lc.receipt_state(r).value, lc.receipt_error(r), lc.receipt_data(r.detail)),
+            )
+        rows = yield d.Fetch(
+            "UPDATE messages m SET state = $2::jsonb -> m.upstream_message_id ->> 0,"
             " delivered_at = $3, updated_at = $3,"
-            " last_error = CASE WHEN ($2::jsonb -> m.upstream_message_id ->> 0)::boolean"
-            " THEN m.last_error ELSE COALESCE($2::jsonb -> m.upstream_message_id ->> 1, m.last_error) END"
-            " WHERE m.upstream_message_id = ANY($1::text[]) AND m.state = 'submitted'"
-            f" RETURNING {_MCOLS}, $2::jsonb -> m.upstream_message_id ->> 1",
-            list(outcome),
-            orjson.dumps(outcome).decode(),
-            ts,
+            " last_error = COALESCE($2::jsonb -> m.upstream_message_id ->> 1, m.last_error)"
+            f" WHERE m.upstream_message_id = ANY($1::text[]) AND m.state IN {lc.AWAITING_RECEIPT}"
+            f" RETURNING {_MCOLS}",
+            (list(change), orjson.dumps(change).decode(), ts),
         )
         found: dict[str, Message] = {}
         if rows:
-            await conn.execute(
-                _EVENTS,
-                [r[0] for r in rows],
-                ts,
-                [r[10] for r in rows],
-                [r[-1] for r in rows],
-            )
+            events = []
             for row in rows:
-                message = c.row_to_message(row[:-1], c.identity_time)
+                message = self.message(row)
                 found[message.upstream_message_id or ""] = message
+                events.append(
+                    lc.Event(message.id, message.state, change[message.upstream_message_id or ""][2])
+                )
+            yield self.insert_events(events, now)
         rest = [r.upstream_message_id for r in receipts if r.upstream_message_id not in found]
         if rest:
-            for row in await conn.fetch(
-                f"SELECT {_COLS} FROM messages WHERE upstream_message_id = ANY($1::text[])", rest
+            for row in (
+                yield d.Fetch(
+                    f"SELECT {_COLS} FROM messages WHERE upstream_message_id = ANY($1::text[])", (rest,)
+                )
             ):
-                message = c.row_to_message(row, c.identity_time)
+                message = self.message(row)
                 found.setdefault(message.upstream_message_id or "", message)
         orphans = [r for r in receipts if r.upstream_message_id not in found]
         if keep and orphans:
-            await conn.executemany(
+            yield d.ExecuteMany(
                 "INSERT INTO pending_receipts (upstream_message_id, delivered, detail,"
                 " received_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 [(r.upstream_message_id, r.delivered, r.detail, ts) for r in orphans],
             )
         return [found.get(r.upstream_message_id) for r in receipts]
 
-    # --- reads --------------------------------------------------------------------------
 
-    async def get(self, id: str) -> MessageView | None:
-        """The message with its history."""
-        async with self._tx() as conn:
-            row = await conn.fetchrow(f"SELECT {_COLS} FROM messages WHERE id = $1", id)
-            if row is None:
-                return None
-            events = await conn.fetch(
-                "SELECT at, state, detail FROM message_events WHERE message_id = $1 ORDER BY seq",
-                id,
-            )
-        message = c.row_to_message(row, c.identity_time)
-        history = [HistoryEntry(message.created_at, MessageState.QUEUED, "accepted")]
-        history.extend(HistoryEntry(e[0], MessageState(e[1]), e[2]) for e in events)
-        return MessageView(message, tuple(history))
-
-    async def queue_stats(self) -> dict[str, QueueStats]:
-        """Counts and oldest queued per traffic class."""
-        async with self._tx() as conn:
-            rows = await conn.fetch(
-                "SELECT traffic_class,"
-                " COUNT(*) FILTER (WHERE state = 'queued'),"
-                " COUNT(*) FILTER (WHERE state = 'in_flight'),"
-                " MIN(created_at) FILTER (WHERE state = 'queued')"
-                " FROM messages WHERE due_at IS NOT NULL GROUP BY traffic_class"
-            )
-        return {r[0]: QueueStats(r[0], int(r[1]), int(r[2]), r[3]) for r in rows}
-
-    # --- discards and replay ------------------------------------------------------------
-
-    async def list_discards(
-        self, filter: DiscardFilter, limit: int = 100, cursor: str | None = None
-    ) -> DiscardPage:
-        """Matching discards, newest first."""
-        params: list[Any] = []
-        where = _FILTERS.where(filter, params)
-        if cursor is not None:
-            params.append(c.decode_cursor(cursor))
-            where += f" AND id < ${len(params)}"
-        params.append(limit + 1)
-        sql = f"SELECT {_DCOLS} FROM discards WHERE {where} ORDER BY id DESC LIMIT ${len(params)}"
-        async with self._tx() as conn:
-            rows = await conn.fetch(sql, *params)
-        items = tuple(c.row_to_discard(row, c.identity_time) for row in rows[:limit])
-        more = len(rows) > limit and items
-        return DiscardPage(items, c.encode_cursor(items[-1].id) if more else None)
-
-    async def count_discards(self, filter: DiscardFilter, group_by: DiscardGroup) -> dict[str, int]:
-        """Matching discards counted per value of `group_by`."""
-        column = c.GROUP_COLUMNS[DiscardGroup(group_by)]
-        params: list[Any] = []
-        where = _FILTERS.where(filter, params)
-        sql = (
-            f"SELECT COALESCE({column}, ''), COUNT(*) FROM discards WHERE {where}"
-            f" GROUP BY COALESCE({column}, '')"
-        )
-        async with self._tx() as conn:
-            rows = await conn.fetch(sql, *params)
-        return {str(r[0]): int(r[1]) for r in rows}
-
-    async def claim_for_replay(self, discard_ids: Sequence[str], job_id: str) -> list[ClaimOutcome]:
-        """Re-queue discarded messages for `job_id`, each at most once across all jobs."""
-        now = self._clock()
-        ts = _ts(now)
-        ids = list(discard_ids)
-        async with self._tx() as conn:
-            if await conn.fetchval("SELECT 1 FROM replay_jobs WHERE id = $1", job_id) is None:
-                raise NotFound(f"replay job {job_id} not found")
-            # Lock order (all discards by id, then all messages by id) rules out deadlocks.
-            drows = await conn.fetch(
-                "SELECT id, message_id, replay_job_id FROM discards WHERE id = ANY($1::text[])"
-                " ORDER BY id FOR UPDATE",
-                ids,
-            )
-            discards = {r[0]: (r[1], r[2]) for r in drows}
-            mrows = await conn.fetch(
-                "SELECT id, state FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
-                sorted({r[1] for r in drows}),
-            )
-            states = {r[0]: r[1] for r in mrows}
-            outcomes: list[ClaimOutcome] = []
-            claimed_messages: set[str] = set()
-            for did in ids:
-                found = discards.get(did)
-                row = None
-                if found is not None:
-                    mid, claimed_by = found
-                    state = states.get(mid)
-                    if mid in claimed_messages:
-                        state = MessageState.QUEUED.value
-                    row = (mid, claimed_by, state)
-                outcome = c.decide_claim(did, row, job_id)
-                if outcome.claimed and outcome.message_id is not None:
-                    claimed_messages.add(outcome.message_id)
-                outcomes.append(outcome)
-            won = [o for o in outcomes if o.claimed]
-            if won:
-                await conn.execute(
-                    "UPDATE discards SET replay_job_id = $2, replayed_at = $3 WHERE id = ANY($1::text[])",
-                    [o.discard_id for o in won],
-                    job_id,
-                    ts,
-                )
-                mids = [o.message_id for o in won]
-                await conn.execute(
-                    "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_at = $3,"
-                    " due_at = $3, replay_count = replay_count + 1, replay_job_id = $2,"
-                    " lease_owner = NULL, lease_expires_at = NULL, updated_at = $3"
-                    " WHERE id = ANY($1::text[])",
-                    mids,
-                    job_id,
-                    ts,
-                )
-                await conn.execute(
-                    _EVENTS,
-                    mids,
-                    ts,
-                    ["queued"] * len(mids),
-                    [f"replay job={job_id}"] * len(mids),
-                )
-            replayed, skipped = c.claim_counts(outcomes)
-            await conn.execute(
-                "UPDATE replay_jobs SET replayed = replayed + $2, skipped = skipped + $3,"
-                " updated_at = $4 WHERE id = $1",
-                job_id,
-                replayed,
-                skipped,
-                ts,
-            )
-        return outcomes
-
-    async def create_replay_job(self, job: NewReplayJob) -> ReplayJob:
-        """Insert a pending job."""
-        now = self._clock()
-        async with self._tx() as conn:
-            row = await conn.fetchrow(
-                f"INSERT INTO replay_jobs ({_JCOLS}) VALUES"
-                " ($1, $2, $3, $4, $5, $6, 'pending', 0, 0, 0, 0, NULL, NULL, $7, $7)"
-                f" RETURNING {_JCOLS}",
-                job.id or new_id(now),
-                job.filter.to_json(),
-                job.rate,
-                job.dry_run,
-                job.max_age_seconds,
-                job.source,
-                _ts(now),
-            )
-        assert row is not None
-        return c.row_to_job(row, c.identity_time)
-
-    async def get_replay_job(self, job_id: str) -> ReplayJob | None:
-        """One job by id."""
-        async with self._tx() as conn:
-            row = await conn.fetchrow(f"SELECT {_JCOLS} FROM replay_jobs WHERE id = $1", job_id)
-        return None if row is None else c.row_to_job(row, c.identity_time)
-
-    async def list_replay_jobs(self, states: Sequence[ReplayState] = (), limit: int = 100) -> list[ReplayJob]:
-        """Jobs, newest first."""
-        async with self._tx() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_JCOLS} FROM replay_jobs"
-                " WHERE cardinality($1::text[]) = 0 OR state = ANY($1::text[])"
-                " ORDER BY id DESC LIMIT $2",
-                [s.value for s in states],
-                limit,
-            )
-        return [c.row_to_job(row, c.identity_time) for row in rows]
-
-    async def update_replay_job(
-        self,
-        job_id: str,
-        *,
-        state: ReplayState | None = None,
-        expected_states: Sequence[ReplayState] = (),
-        matched: int | None = None,
-        add_failed: int = 0,
-        cursor: str | None = None,
-        error: str | None = None,
-    ) -> ReplayJob | None:
-        """Change state, counters, cursor or error of a job."""
-        async with self._tx() as conn:
-            row = await conn.fetchrow(f"SELECT {_JCOLS} FROM replay_jobs WHERE id = $1 FOR UPDATE", job_id)
-            if row is None:
-                raise NotFound(f"replay job {job_id} not found")
-            current = c.row_to_job(row, c.identity_time)
-            if expected_states and current.state not in expected_states:
-                return None
-            row = await conn.fetchrow(
-                "UPDATE replay_jobs SET state = $2, matched = $3, failed = failed + $4,"
-                f" cursor = $5, error = $6, updated_at = $7 WHERE id = $1 RETURNING {_JCOLS}",
-                job_id,
-                (state or current.state).value,
-                current.matched if matched is None else matched,
-                add_failed,
-                current.cursor if cursor is None else cursor,
-                current.error if error is None else error,
-                self._now(),
-            )
-        assert row is not None
-        return c.row_to_job(row, c.identity_time)
+async def _run(conn: Conn, op: d.Op) -> Any:
+    match op:
+        case d.Fetch(sql, args):
+            return await conn.fetch(sql, *args)
+        case d.FetchOne(sql, args):
+            return await conn.fetchrow(sql, *args)
+        case d.Execute(sql, args):
+            status = await conn.execute(sql, *args)
+            count = status.rsplit(" ", 1)[-1]
+            return int(count) if count.isdigit() else 0
+        case d.ExecuteMany(sql, rows):
+            await conn.executemany(sql, rows)
+            return None

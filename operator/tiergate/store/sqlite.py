@@ -1,6 +1,7 @@
 """The SQLite engine: the embedded default for one node and for development.
 
-One connection per store object lives in its own thread (the standard-library driver,
+Only SQL and connections live here; the life cycle is `_dialect.DialectStore`'s. One
+connection per store object lives in its own thread (the standard-library driver,
 driven through a one-thread executor, so a whole transaction is one hop). The database is
 in WAL mode with ``synchronous=FULL``: a commit is on disk before any caller is answered.
 Writes go through group commit (`_common.GroupCommitter`); leases run in an IMMEDIATE
@@ -22,66 +23,78 @@ from pathlib import Path
 from typing import Any
 
 from tiergate.store import _common as c
+from tiergate.store import _dialect as d
+from tiergate.store import _lifecycle as lc
 from tiergate.store.base import (
-    ClaimOutcome,
-    Discard,
-    DiscardFilter,
-    DiscardGroup,
-    DiscardPage,
     EnqueueResult,
-    HistoryEntry,
     InvalidRequest,
     Message,
     MessageState,
-    MessageView,
     NewMessage,
-    NewReplayJob,
-    NotFound,
     Outcome,
-    QueueStats,
     Receipt,
-    Release,
-    ReplayJob,
-    ReplayState,
-    RetryLater,
-    SchemaTooNew,
-    Store,
     StoreCounters,
     StoreUnavailable,
-    Submitted,
     WorkerIdentity,
 )
-from tiergate.store.ids import new_id, new_ids
+from tiergate.store.ids import new_ids
 from tiergate.store.migrations import SQLITE_MIGRATIONS
 
 SyncOp = Callable[[sqlite3.Connection], Any]
 
 _COLS = ", ".join(c.MESSAGE_COLUMNS)
-_DCOLS = ", ".join(c.DISCARD_COLUMNS)
-_JCOLS = ", ".join(c.JOB_COLUMNS)
+_QUEUED = MessageState.QUEUED.value
 _INSERT_HEAD = (
     "INSERT INTO messages (id, customer_id, traffic_class, destination, sender_id, body,"
-    " encoding, segments, client_ref, idempotency_key, state, attempts, next_attempt_at,"
-    " due_at, created_at, updated_at, replay_count) VALUES "
+    " encoding, segments, client_ref, idempotency_key, callback_url, expires_at, send_at,"
+    " state, attempts, next_attempt_at, due_at, created_at, updated_at, replay_count) VALUES "
 )
-_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, 0)"
+_INSERT_ROW = f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{_QUEUED}', 0, ?, ?, ?, ?, 0)"
 _INSERT = _INSERT_HEAD + _INSERT_ROW
 # Rows per multi-row INSERT: one statement step inserts them all with the GIL released
 # (an executemany steps once per row and takes the GIL back between rows, so the event
-# loop thread and this one would take turns). 14 parameters a row stays far below
+# loop thread and this one would take turns). 17 parameters a row stays far below
 # SQLite's 32,766.
 _INSERT_CHUNK = 256
 _INSERT_KEYED = (
     _INSERT + " ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 )
-_EVENT = "INSERT INTO message_events (message_id, at, state, detail) VALUES (?, ?, ?, ?)"
-_FILTERS = c.FilterSQL(lambda _: "?", c.to_epoch, arrays=False)
+_EVENT = "INSERT INTO message_events (message_id, at, state, data) VALUES (?, ?, ?, ?)"
+_TRANSITION_WHERE = f"WHERE id = ? AND lease_owner = ? AND state = '{d.IN_FLIGHT}'"
 
 
 @functools.cache
 def _insert_rows(count: int) -> str:
     """An INSERT of `count` new messages (cached: one text per size, so one prepared statement)."""
     return _INSERT_HEAD + ", ".join([_INSERT_ROW] * count)
+
+
+@functools.cache
+def _transition_sql(t: lc.Transition) -> tuple[str, tuple[lc.Field | None, ...]]:
+    """A transition's one-message UPDATE and its parameters in order (None: the clock)."""
+    sources: list[lc.Field | None] = []
+
+    def value(expr: lc.Expr) -> str:
+        sources.append(expr if isinstance(expr, lc.Field) else None)
+        return "?"
+
+    sets = d.set_clause(t, lambda column: column, value, "MAX")
+    # RETURNING costs a plain single-row UPDATE about half again: only where rows are needed.
+    returning = f" RETURNING {', '.join(t.returning)}" if t.returning else ""
+    return f"UPDATE messages SET {sets} {_TRANSITION_WHERE}{returning}", tuple(sources)
+
+
+def _run(conn: sqlite3.Connection, op: d.Op) -> Any:
+    match op:
+        case d.Fetch(sql, args):
+            return conn.execute(sql, args).fetchall()
+        case d.FetchOne(sql, args):
+            return conn.execute(sql, args).fetchone()
+        case d.Execute(sql, args):
+            return conn.execute(sql, args).rowcount
+        case d.ExecuteMany(sql, rows):
+            conn.executemany(sql, rows)
+            return None
 
 
 def _path_of(url: str) -> str:
@@ -93,8 +106,15 @@ def _path_of(url: str) -> str:
     return path
 
 
-class SQLiteStore(Store):
+class SQLiteStore(d.DialectStore):
     """`Store` on one SQLite file."""
+
+    numbered = False
+    for_update = ""  # a write transaction is IMMEDIATE: it already excludes other writers
+    skip_locked = ""
+    greatest = "MAX"
+    migrations = SQLITE_MIGRATIONS
+    version_time_type = "REAL"
 
     def __init__(self, path: str, clock: c.Clock, busy_timeout: float) -> None:
         self._path = path
@@ -165,6 +185,7 @@ class SQLiteStore(Store):
         )
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
         conn.execute("PRAGMA query_only=ON")
+        conn.row_factory = sqlite3.Row
         self._reader = conn
 
     def _connect(self) -> None:
@@ -186,32 +207,14 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys=OFF")
+        conn.row_factory = sqlite3.Row
         self._conn = conn
         self._migrate(conn)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version"
-                " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-            )
-            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-            version = int(current.fetchone()[0])
-            if version > len(SQLITE_MIGRATIONS):
-                raise SchemaTooNew(
-                    f"database schema version {version} is newer than this code ({len(SQLITE_MIGRATIONS)})"
-                )
-            for number, script in enumerate(SQLITE_MIGRATIONS, start=1):
-                if number <= version:
-                    continue
-                for statement in script:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                    (number, self._clock()),
-                )
-                c.log.info("Applied store migration engine=sqlite version=%d", number)
+            d.drive_sync(functools.partial(_run, conn), self.migrate_flow())
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -297,8 +300,9 @@ class SQLiteStore(Store):
         plain: list[tuple[Any, ...]] = []
         keyed: list[tuple[Any, ...]] = []
         for mid, m in zip(ids, batch, strict=True):
-            # NewMessage is a tuple: customer_id … body, encoding, segments, client_ref, key.
-            row = (mid, *m[:5], m.encoding.value, *m[6:], now, now, now, now)
+            # NewMessage is a tuple: customer_id … body, encoding, then the rest as stored.
+            due = now if m.send_at is None else m.send_at
+            row = (mid, *m[:5], m.encoding.value, *m[6:], due, due, now, now)
             (plain if m.idempotency_key is None else keyed).append(row)
         for first in range(0, len(plain), _INSERT_CHUNK):
             chunk = plain[first : first + _INSERT_CHUNK]
@@ -313,7 +317,7 @@ class SQLiteStore(Store):
                         "SELECT id FROM messages WHERE customer_id = ? AND idempotency_key = ?",
                         (row[1], row[9]),
                     ).fetchone()
-                    existing[(row[1], row[9])] = found[0]
+                    existing[(row[1], row[9])] = found["id"]
         results: list[EnqueueResult] = []
         for mid, m in zip(ids, batch, strict=True):
             if m.idempotency_key is None or not existing:
@@ -323,417 +327,88 @@ class SQLiteStore(Store):
                 results.append(EnqueueResult(stored, stored == mid))
         return results
 
-    # --- workers ------------------------------------------------------------------------
+    # --- the dialect ----------------------------------------------------------------------
 
-    async def lease(
-        self,
-        traffic_class: str,
-        worker: WorkerIdentity,
-        limit: int,
-        visibility_timeout: float,
-    ) -> list[Message]:
-        """Lease up to `limit` due messages of the traffic class."""
-        if limit <= 0:
-            return []
+    def time_param(self, epoch: float) -> float:
+        """Epoch seconds, as the columns hold them."""
+        return epoch
 
-        def op(conn: sqlite3.Connection) -> list[Message]:
-            now = self._clock()
-            expires = now + visibility_timeout
-            rows = conn.execute(
-                "UPDATE messages SET state = 'in_flight', lease_owner = ?, lease_expires_at = ?,"
-                " due_at = ?, attempts = attempts + 1, tier = ?, revision = ?, updated_at = ?"
-                " WHERE id IN (SELECT id FROM messages WHERE traffic_class = ?"
-                " AND due_at IS NOT NULL AND due_at <= ? ORDER BY due_at LIMIT ?)"
-                f" RETURNING {_COLS}",
-                (
-                    worker.owner,
-                    expires,
-                    expires,
-                    worker.tier,
-                    worker.revision,
-                    now,
-                    traffic_class,
-                    now,
-                    limit,
-                ),
-            ).fetchall()
-            detail = f"owner={worker.owner} tier={worker.tier} revision={worker.revision}"
-            conn.executemany(
-                "INSERT INTO message_events (message_id, at, state, detail) VALUES (?, ?, ?, ?)",
-                [(row[0], now, "in_flight", detail) for row in rows],
-            )
-            messages = [c.row_to_message(row, c.from_epoch) for row in rows]
-            messages.sort(key=lambda m: m.next_attempt_at)
-            return messages
+    time_in = staticmethod(c.from_epoch)  # an attribute, not a method: it runs per column read
 
-        result: list[Message] = await self._write(op)
+    def filter_time(self, value: Any) -> float:
+        """A filter's datetime as epoch seconds."""
+        return c.to_epoch(value)
+
+    async def run_write(self, flow: d.Flow[d.T]) -> d.T:
+        """Run the flow inside the next group commit."""
+        result: d.T = await self._write(lambda conn: d.drive_sync(functools.partial(_run, conn), flow))
         return result
 
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        """Apply outcomes atomically; False for each lease the caller no longer holds."""
-        if not outcomes:
-            return []
-        items = list(outcomes)
-        result: list[bool] = await self._write(lambda conn: self._complete(conn, items))
-        self.counters.stale_acks += result.count(False)
+    async def run_read(self, flow: d.Flow[d.T]) -> d.T:
+        """Run the flow on the reader connection."""
+        result: d.T = await self._read(lambda conn: d.drive_sync(functools.partial(_run, conn), flow))
         return result
 
-    def _complete(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> list[bool]:
-        now = self._clock()
-        done: list[bool] = []
-        events: list[tuple[Any, ...]] = []
-        owned = "WHERE id = ? AND lease_owner = ? AND state = 'in_flight'"
-        for o in outcomes:
-            match o:
-                case Submitted(id=mid, owner=owner, upstream_message_id=upstream):
-                    cur = conn.execute(
-                        "UPDATE messages SET state = 'submitted', submitted_at = ?,"
-                        " upstream_message_id = ?, lease_owner = NULL, lease_expires_at = NULL,"
-                        f" due_at = NULL, updated_at = ? {owned}",
-                        (now, upstream, now, mid, owner),
-                    )
-                    ok = cur.rowcount == 1
-                    if ok:
-                        events.append((mid, now, "submitted", f"upstream_id={upstream}"))
-                        self._apply_pending_receipt(conn, upstream, now)
-                case RetryLater(id=mid, owner=owner, not_before=not_before, error=error):
-                    due = c.to_epoch(not_before)
-                    cur = conn.execute(
-                        "UPDATE messages SET state = 'queued', next_attempt_at = ?, due_at = ?,"
-                        " last_error = ?, lease_owner = NULL, lease_expires_at = NULL,"
-                        f" updated_at = ? {owned}",
-                        (due, due, error, now, mid, owner),
-                    )
-                    ok = cur.rowcount == 1
-                    if ok:
-                        events.append((mid, now, "queued", f"retry: {error}"))
-                case Discard(id=mid, owner=owner, reason=reason, upstream_error=upstream_error):
-                    row = conn.execute(
-                        "UPDATE messages SET state = 'discarded', last_error = ?,"
-                        " lease_owner = NULL, lease_expires_at = NULL, due_at = NULL,"
-                        f" updated_at = ? {owned}"
-                        " RETURNING customer_id, traffic_class, tier, revision, attempts,"
-                        " created_at",
-                        (upstream_error or reason, now, mid, owner),
-                    ).fetchone()
-                    ok = row is not None
-                    if ok:
-                        conn.execute(
-                            f"INSERT INTO discards ({_DCOLS})"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                            (
-                                new_id(now),
-                                mid,
-                                *row[:4],
-                                reason,
-                                upstream_error,
-                                row[4],
-                                now,
-                                row[5],
-                            ),
-                        )
-                        events.append((mid, now, "discarded", f"reason={reason}"))
-                case Release(id=mid, owner=owner):
-                    cur = conn.execute(
-                        "UPDATE messages SET state = 'queued', attempts = MAX(attempts - 1, 0),"
-                        " next_attempt_at = ?, due_at = ?, lease_owner = NULL,"
-                        f" lease_expires_at = NULL, updated_at = ? {owned}",
-                        (now, now, now, mid, owner),
-                    )
-                    ok = cur.rowcount == 1
-                    if ok:
-                        events.append((mid, now, "queued", "released unsent"))
-            done.append(ok)
-        if events:
-            conn.executemany(
-                "INSERT INTO message_events (message_id, at, state, detail) VALUES (?, ?, ?, ?)",
-                events,
-            )
-        return done
+    def insert_events(self, events: Sequence[lc.Event], now: float) -> d.Op:
+        """One row per event."""
+        return d.ExecuteMany(_EVENT, [(e.message_id, now, e.state.value, e.data) for e in events])
 
-    def _apply_pending_receipt(self, conn: sqlite3.Connection, upstream: str, now: float) -> None:
-        row = conn.execute(
-            "DELETE FROM pending_receipts WHERE upstream_message_id = ? RETURNING delivered, detail",
-            (upstream,),
-        ).fetchone()
-        if row is not None:
-            self._receipt(conn, Receipt(upstream, bool(row[0]), row[1]), now, keep=False)
-
-    async def extend_leases(self, ids: Sequence[str], owner: str, visibility_timeout: float) -> list[bool]:
-        """Push lease expiry for messages `owner` still holds."""
-        if not ids:
-            return []
-        items = list(ids)
-
-        def op(conn: sqlite3.Connection) -> list[bool]:
-            expires = self._clock() + visibility_timeout
-            return [
-                conn.execute(
-                    "UPDATE messages SET lease_expires_at = ?, due_at = ?"
-                    " WHERE id = ? AND lease_owner = ? AND state = 'in_flight'",
-                    (expires, expires, mid, owner),
-                ).rowcount
-                == 1
-                for mid in items
-            ]
-
-        result: list[bool] = await self._write(op)
-        return result
-
-    async def record_receipts(self, receipts: Sequence[Receipt]) -> list[Message | None]:
-        """Apply delivery receipts, keeping early ones for their submit."""
-        if not receipts:
-            return []
-        items = list(receipts)
-
-        def op(conn: sqlite3.Connection) -> list[Message | None]:
-            now = self._clock()
-            events: list[tuple[Any, ...]] = []
-            found = [self._receipt(conn, r, now, keep=True, events=events) for r in items]
-            conn.executemany(_EVENT, events)
-            return found
-
-        result: list[Message | None] = await self._write(op)
-        self.counters.orphan_receipts += result.count(None)
-        return result
-
-    def _receipt(
-        self,
-        conn: sqlite3.Connection,
-        r: Receipt,
-        now: float,
-        keep: bool,
-        events: list[tuple[Any, ...]] | None = None,
-    ) -> Message | None:
-        state = "delivered" if r.delivered else "failed"
-        row = conn.execute(
-            "UPDATE messages SET state = ?, delivered_at = ?, updated_at = ?,"
-            " last_error = COALESCE(?, last_error)"
-            " WHERE upstream_message_id = ? AND state = 'submitted'"
+    def lease_statement(
+        self, traffic_class: str, worker: WorkerIdentity, limit: int, now: float, expires: float
+    ) -> d.Op:
+        """An atomic ``UPDATE … RETURNING`` over the due rows (IMMEDIATE: no two leasers)."""
+        return d.Fetch(
+            f"UPDATE messages SET state = '{d.IN_FLIGHT}', lease_owner = ?, lease_expires_at = ?,"
+            " due_at = ?, attempts = attempts + 1, tier = ?, revision = ?, updated_at = ?"
+            " WHERE id IN (SELECT id FROM messages WHERE traffic_class = ?"
+            " AND due_at IS NOT NULL AND due_at <= ? ORDER BY due_at LIMIT ?)"
             f" RETURNING {_COLS}",
-            (state, now, now, None if r.delivered else r.detail, r.upstream_message_id),
-        ).fetchone()
-        if row is not None:
-            event = (row[0], now, state, r.detail)
-            if events is None:
-                conn.execute(_EVENT, event)
+            (worker.owner, expires, expires, worker.tier, worker.revision, now, traffic_class, now, limit),
+        )
+
+    def apply_transition(
+        self, t: lc.Transition, group: list[tuple[int, Outcome]], now: float
+    ) -> d.Flow[list[tuple[int, Any]]]:
+        """One UPDATE per outcome (each is a statement step in the writer thread)."""
+        sql, sources = _transition_sql(t)
+        applied: list[tuple[int, Any]] = []
+        for i, o in group:
+            args = [now if f is None else d.outcome_value(f, o, c.to_epoch) for f in sources]
+            if t.returning:
+                row = yield d.FetchOne(sql, (*args, o.id, o.owner))
+                if row is not None:
+                    applied.append((i, row))
+            elif (yield d.Execute(sql, (*args, o.id, o.owner))) == 1:
+                applied.append((i, None))
+        return applied
+
+    def apply_receipts(self, receipts: list[Receipt], now: float, keep: bool) -> d.Flow[list[Message | None]]:
+        """Receipt by receipt: the submitted message moves, a known one is answered as is."""
+        found: list[Message | None] = []
+        events: list[lc.Event] = []
+        for r in receipts:
+            state = lc.receipt_state(r)
+            row = yield d.FetchOne(
+                "UPDATE messages SET state = ?, delivered_at = ?, updated_at = ?,"
+                " last_error = COALESCE(?, last_error)"
+                f" WHERE upstream_message_id = ? AND state IN {lc.AWAITING_RECEIPT}"
+                f" RETURNING {_COLS}",
+                (state.value, now, now, lc.receipt_error(r), r.upstream_message_id),
+            )
+            if row is not None:
+                events.append(lc.Event(row["id"], state, lc.receipt_data(r.detail)))
             else:
-                events.append(event)
-            return c.row_to_message(row, c.from_epoch)
-        row = conn.execute(
-            f"SELECT {_COLS} FROM messages WHERE upstream_message_id = ? LIMIT 1",
-            (r.upstream_message_id,),
-        ).fetchone()
-        if row is not None:
-            return c.row_to_message(row, c.from_epoch)
-        if keep:
-            conn.execute(
-                "INSERT INTO pending_receipts (upstream_message_id, delivered, detail,"
-                " received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (r.upstream_message_id, int(r.delivered), r.detail, now),
-            )
-        return None
-
-    # --- reads --------------------------------------------------------------------------
-
-    async def get(self, id: str) -> MessageView | None:
-        """The message with its history."""
-
-        def op(conn: sqlite3.Connection) -> MessageView | None:
-            row = conn.execute(f"SELECT {_COLS} FROM messages WHERE id = ?", (id,)).fetchone()
-            if row is None:
-                return None
-            message = c.row_to_message(row, c.from_epoch)
-            events = conn.execute(
-                "SELECT at, state, detail FROM message_events WHERE message_id = ? ORDER BY seq",
-                (id,),
-            ).fetchall()
-            history = [HistoryEntry(message.created_at, MessageState.QUEUED, "accepted")]
-            for at, state, detail in events:
-                when = c.from_epoch(at)
-                assert when is not None
-                history.append(HistoryEntry(when, MessageState(state), detail))
-            return MessageView(message, tuple(history))
-
-        result: MessageView | None = await self._read(op)
-        return result
-
-    async def queue_stats(self) -> dict[str, QueueStats]:
-        """Counts and oldest queued per traffic class."""
-
-        def op(conn: sqlite3.Connection) -> dict[str, QueueStats]:
-            rows = conn.execute(
-                "SELECT traffic_class,"
-                " SUM(state = 'queued'), SUM(state = 'in_flight'),"
-                " MIN(CASE WHEN state = 'queued' THEN created_at END)"
-                " FROM messages WHERE due_at IS NOT NULL GROUP BY traffic_class"
-            ).fetchall()
-            return {
-                tc: QueueStats(tc, int(q or 0), int(f or 0), c.from_epoch(oldest))
-                for tc, q, f, oldest in rows
-            }
-
-        result: dict[str, QueueStats] = await self._read(op)
-        return result
-
-    # --- discards and replay ------------------------------------------------------------
-
-    async def list_discards(
-        self, filter: DiscardFilter, limit: int = 100, cursor: str | None = None
-    ) -> DiscardPage:
-        """Matching discards, newest first."""
-        params: list[Any] = []
-        where = _FILTERS.where(filter, params)
-        if cursor is not None:
-            where += " AND id < ?"
-            params.append(c.decode_cursor(cursor))
-        params.append(limit + 1)
-        sql = f"SELECT {_DCOLS} FROM discards WHERE {where} ORDER BY id DESC LIMIT ?"
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        items = tuple(c.row_to_discard(row, c.from_epoch) for row in rows[:limit])
-        more = len(rows) > limit and items
-        return DiscardPage(items, c.encode_cursor(items[-1].id) if more else None)
-
-    async def count_discards(self, filter: DiscardFilter, group_by: DiscardGroup) -> dict[str, int]:
-        """Matching discards counted per value of `group_by`."""
-        column = c.GROUP_COLUMNS[DiscardGroup(group_by)]
-        params: list[Any] = []
-        where = _FILTERS.where(filter, params)
-        sql = (
-            f"SELECT COALESCE({column}, ''), COUNT(*) FROM discards WHERE {where}"
-            f" GROUP BY COALESCE({column}, '')"
-        )
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return {str(key): int(count) for key, count in rows}
-
-    async def claim_for_replay(self, discard_ids: Sequence[str], job_id: str) -> list[ClaimOutcome]:
-        """Re-queue discarded messages for `job_id`, each at most once across all jobs."""
-        items = list(discard_ids)
-
-        def op(conn: sqlite3.Connection) -> list[ClaimOutcome]:
-            now = self._clock()
-            if conn.execute("SELECT 1 FROM replay_jobs WHERE id = ?", (job_id,)).fetchone() is None:
-                raise NotFound(f"replay job {job_id} not found")
-            outcomes: list[ClaimOutcome] = []
-            claimed_messages: set[str] = set()
-            select = (
-                "SELECT d.message_id, d.replay_job_id, m.state FROM discards d"
-                " LEFT JOIN messages m ON m.id = d.message_id WHERE d.id = ?"
-            )
-            for did in items:
-                row = conn.execute(select, (did,)).fetchone()
-                if row is not None and row[0] in claimed_messages:
-                    row = (row[0], row[1], MessageState.QUEUED.value)
-                outcome = c.decide_claim(did, row, job_id)
-                if outcome.claimed and outcome.message_id is not None:
-                    claimed_messages.add(outcome.message_id)
-                outcomes.append(outcome)
-            won = [o for o in outcomes if o.claimed]
-            if won:
-                conn.executemany(
-                    "UPDATE discards SET replay_job_id = ?, replayed_at = ? WHERE id = ?",
-                    [(job_id, now, o.discard_id) for o in won],
+                row = yield d.FetchOne(
+                    f"SELECT {_COLS} FROM messages WHERE upstream_message_id = ? LIMIT 1",
+                    (r.upstream_message_id,),
                 )
-                conn.executemany(
-                    "UPDATE messages SET state = 'queued', attempts = 0, next_attempt_at = ?,"
-                    " due_at = ?, replay_count = replay_count + 1, replay_job_id = ?,"
-                    " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
-                    " WHERE id = ?",
-                    [(now, now, job_id, now, o.message_id) for o in won],
+            if row is None and keep:
+                yield d.Execute(
+                    "INSERT INTO pending_receipts (upstream_message_id, delivered, detail,"
+                    " received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (r.upstream_message_id, int(r.delivered), r.detail, now),
                 )
-                detail = f"replay job={job_id}"
-                conn.executemany(
-                    "INSERT INTO message_events (message_id, at, state, detail) VALUES (?, ?, 'queued', ?)",
-                    [(o.message_id, now, detail) for o in won],
-                )
-            replayed, skipped = c.claim_counts(outcomes)
-            conn.execute(
-                "UPDATE replay_jobs SET replayed = replayed + ?, skipped = skipped + ?,"
-                " updated_at = ? WHERE id = ?",
-                (replayed, skipped, now, job_id),
-            )
-            return outcomes
-
-        result: list[ClaimOutcome] = await self._write(op)
-        return result
-
-    async def create_replay_job(self, job: NewReplayJob) -> ReplayJob:
-        """Insert a pending job."""
-
-        def op(conn: sqlite3.Connection) -> ReplayJob:
-            now = self._clock()
-            row = conn.execute(
-                f"INSERT INTO replay_jobs ({_JCOLS}) VALUES"
-                " (?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, NULL, NULL, ?, ?)"
-                f" RETURNING {_JCOLS}",
-                (
-                    job.id or new_id(now),
-                    job.filter.to_json(),
-                    job.rate,
-                    int(job.dry_run),
-                    job.max_age_seconds,
-                    job.source,
-                    now,
-                    now,
-                ),
-            ).fetchone()
-            return c.row_to_job(row, c.from_epoch)
-
-        result: ReplayJob = await self._write(op)
-        return result
-
-    async def get_replay_job(self, job_id: str) -> ReplayJob | None:
-        """One job by id."""
-        row = await self._read(
-            lambda conn: conn.execute(f"SELECT {_JCOLS} FROM replay_jobs WHERE id = ?", (job_id,)).fetchone()
-        )
-        return None if row is None else c.row_to_job(row, c.from_epoch)
-
-    async def list_replay_jobs(self, states: Sequence[ReplayState] = (), limit: int = 100) -> list[ReplayJob]:
-        """Jobs, newest first."""
-        params: list[Any] = [s.value for s in states]
-        where = f"WHERE state IN ({', '.join('?' for _ in states)})" if states else ""
-        params.append(limit)
-        sql = f"SELECT {_JCOLS} FROM replay_jobs {where} ORDER BY id DESC LIMIT ?"
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return [c.row_to_job(row, c.from_epoch) for row in rows]
-
-    async def update_replay_job(
-        self,
-        job_id: str,
-        *,
-        state: ReplayState | None = None,
-        expected_states: Sequence[ReplayState] = (),
-        matched: int | None = None,
-        add_failed: int = 0,
-        cursor: str | None = None,
-        error: str | None = None,
-    ) -> ReplayJob | None:
-        """Change state, counters, cursor or error of a job."""
-
-        def op(conn: sqlite3.Connection) -> ReplayJob | None:
-            now = self._clock()
-            row = conn.execute(f"SELECT {_JCOLS} FROM replay_jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"replay job {job_id} not found")
-            current = c.row_to_job(row, c.from_epoch)
-            if expected_states and current.state not in expected_states:
-                return None
-            row = conn.execute(
-                "UPDATE replay_jobs SET state = ?, matched = ?, failed = failed + ?,"
-                " cursor = ?, error = ?, updated_at = ? WHERE id = ?"
-                f" RETURNING {_JCOLS}",
-                (
-                    (state or current.state).value,
-                    current.matched if matched is None else matched,
-                    add_failed,
-                    current.cursor if cursor is None else cursor,
-                    current.error if error is None else error,
-                    now,
-                    job_id,
-                ),
-            ).fetchone()
-            return c.row_to_job(row, c.from_epoch)
-
-        result: ReplayJob | None = await self._write(op)
-        return result
+            found.append(None if row is None else self.message(row))
+        if events:
+            yield self.insert_events(events, now)
+        return found

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.plugins.smsc import Proc, free_port, wait_http
+from tests.plugins.smsc import Proc, bulk_worker_env, free_port, wait_http
 
 from tiergate.store import MessageState, open_store
 
@@ -59,15 +59,7 @@ async def test_kill_9_under_load_loses_nothing(
             "sender",
             "worker",
             name=f"worker{i}",
-            env={
-                **common,
-                "TIERGATE_TIER": "bulk",
-                "TIERGATE_REVISION": "r1",
-                "TIERGATE_HTTP_PORT": str(worker_ports[i]),
-                "TIERGATE_UPSTREAM_URL": f"smpp://127.0.0.1:{smpp_port}",
-                "TIERGATE_VISIBILITY_TIMEOUT": "5",
-                "TIERGATE_WINDOW": "64",
-            },
+            env=bulk_worker_env(common, worker_ports[i], smpp_port),
         )
 
     api = start_api()

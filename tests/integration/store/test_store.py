@@ -90,6 +90,9 @@ async def test_a_large_mixed_batch_keeps_every_field_exactly(store: Store) -> No
             segments=1 + i % 3,
             client_ref=None if i % 4 else f"ref-{i}",
             idempotency_key=None if i % 5 else f"key-{i}",
+            callback_url=None if i % 3 else f"https://hooks.example/{i}?a=b&c='d'",
+            expires_at=None if i % 6 else 4_000_000_000.25 + i,
+            send_at=None if i % 7 else 3_000_000_000.5 + i,
         )
         for i in range(700)
     ]
@@ -103,7 +106,10 @@ async def test_a_large_mixed_batch_keeps_every_field_exactly(store: Store) -> No
         assert view is not None
         m, sent = view.message, batch[i]
         assert (m.customer_id, m.traffic_class, m.destination, m.sender_id, m.body) == sent[:5]
-        assert (m.encoding, m.segments, m.client_ref, m.idempotency_key) == sent[5:]
+        assert (m.encoding, m.segments, m.client_ref, m.idempotency_key) == sent[5:9]
+        assert m.callback_url == sent.callback_url
+        assert (m.expires_at.timestamp() if m.expires_at else None) == sent.expires_at
+        assert (m.send_at.timestamp() if m.send_at else None) == sent.send_at
         assert m.state is MessageState.QUEUED
     stats = await store.queue_stats()
     assert (stats["otp"].queued, stats["bulk"].queued) == (350, 350)
@@ -283,6 +289,42 @@ async def test_complete_applies_mixed_outcomes_in_one_call(store: Store, clock: 
         MessageState.DISCARDED,
         MessageState.IN_FLIGHT,
     ]
+
+
+async def test_history_keeps_each_detail_as_data_and_as_its_sentence(store: Store, clock: FakeClock) -> None:
+    [r] = await store.enqueue([msg()])
+    await store.lease("otp", W1, 1, 30)
+    assert await store.retry_later(r.id, "w1", at(clock), "ESME_RTHROTTLED")
+    await store.lease("otp", W2, 1, 30)
+    assert await store.release(r.id, "w2")
+    await store.lease("otp", W2, 1, 30)
+    assert await store.discard(r.id, "w2", "expired")
+    [discard] = (await store.list_discards(DiscardFilter())).items
+    job = await store.create_replay_job(NewReplayJob(DiscardFilter(), id="job-1"))
+    await store.claim_for_replay([discard.id], job.id)
+    await store.lease("otp", W1, 1, 30)
+    assert await store.mark_submitted(r.id, "w1", "up-1")
+    await store.record_receipt("up-1", False, "stat=UNDELIV err=034")
+    view = await store.get(r.id)
+    assert view is not None
+    assert [(h.state, h.detail) for h in view.history] == [
+        (MessageState.QUEUED, "accepted"),
+        (MessageState.IN_FLIGHT, "owner=w1 tier=tier-0 revision=rev-a"),
+        (MessageState.QUEUED, "retry: ESME_RTHROTTLED"),
+        (MessageState.IN_FLIGHT, "owner=w2 tier=tier-1 revision=rev-b"),
+        (MessageState.QUEUED, "released unsent"),
+        (MessageState.IN_FLIGHT, "owner=w2 tier=tier-1 revision=rev-b"),
+        (MessageState.DISCARDED, "reason=expired"),
+        (MessageState.QUEUED, "replay job=job-1"),
+        (MessageState.IN_FLIGHT, "owner=w1 tier=tier-0 revision=rev-a"),
+        (MessageState.SUBMITTED, "upstream_id=up-1"),
+        (MessageState.FAILED, "stat=UNDELIV err=034"),
+    ]
+    assert [dict(h.data) for h in view.history[1:3]] == [
+        {"event": "leased", "owner": "w1", "tier": "tier-0", "revision": "rev-a"},
+        {"event": "retry", "error": "ESME_RTHROTTLED"},
+    ]
+    assert view.history[-1].data == {"event": "receipt", "receipt": "stat=UNDELIV err=034"}
 
 
 async def test_receipts_update_state_even_when_they_come_first(store: Store) -> None:

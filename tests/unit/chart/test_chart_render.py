@@ -7,6 +7,7 @@ has probes, requests, a PodDisruptionBudget and a NetworkPolicy.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -370,3 +371,41 @@ def test_connectors_render_as_a_workers_configmap_the_worker_parses(tmp_path: Pa
         ("a", 300, 2, ("+49",), 0),
         ("b", None, 1, (), 1),
     ]
+
+
+def test_webhook_secrets_reach_the_api_only_when_configured() -> None:
+    def api_env(*args: str) -> dict[str, Any]:
+        api = by_kind(render(*args), "Deployment")["tiergate-api"]
+        return env_of(api["spec"]["template"]["spec"]["containers"][0])
+
+    default = api_env()
+    assert "TIERGATE_WEBHOOKS" not in default
+    assert default["TIERGATE_RECEIPT_TIMEOUT"]["value"] == "72h"
+    customers = '{"acme": {"url": "https://hooks.acme.example/sms", "secrets": ["0123456789abcdef0"]}}'
+    docs = render("--set-json", f"api.webhooks.customers={customers}")
+    secret = by_kind(docs, "Secret")["tiergate-api-webhooks"]
+    config = yaml.safe_load(base64.b64decode(secret["data"]["webhooks.yaml"]))
+    assert config == {"customers": yaml.safe_load(customers)}
+    api = by_kind(docs, "Deployment")["tiergate-api"]["spec"]["template"]["spec"]["containers"][0]
+    ref = env_of(api)["TIERGATE_WEBHOOKS"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "tiergate-api-webhooks", "key": "webhooks.yaml"}
+    mine = api_env("--set", "api.webhooks.existingSecret=my-hooks")
+    assert mine["TIERGATE_WEBHOOKS"]["valueFrom"]["secretKeyRef"]["name"] == "my-hooks"
+    bad = helm(
+        "template", "t", str(CHART), "--set-json", 'api.webhooks.customers={"a": {"secrets": ["short"]}}'
+    )
+    assert bad.returncode != 0
+
+
+def test_overload_limits_reach_the_containers_as_their_settings() -> None:
+    docs = by_kind(render(), "Deployment")
+    api = env_of(docs["tiergate-api"]["spec"]["template"]["spec"]["containers"][0])
+    assert (api["TIERGATE_CUSTOMER_RATE"]["value"], api["TIERGATE_MAX_QUEUE_DEPTH"]["value"]) == (
+        "1000",
+        "100000",
+    )
+    replay = env_of(docs["tiergate-replay"]["spec"]["template"]["spec"]["containers"][0])
+    assert replay["TIERGATE_REPLAY_MAX_RATE"]["value"] == "200"
+    off = by_kind(render("--set", "api.customerRate=0", "--set", "api.maxQueueDepth=0"), "Deployment")
+    env = env_of(off["tiergate-api"]["spec"]["template"]["spec"]["containers"][0])
+    assert (env["TIERGATE_CUSTOMER_RATE"]["value"], env["TIERGATE_MAX_QUEUE_DEPTH"]["value"]) == ("0", "0")

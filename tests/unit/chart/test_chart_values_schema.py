@@ -22,6 +22,9 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("an empty Secret key", ["replay.auth.key="], ["/replay/auth/key"]),
     ("a port out of range", ["api.port=70000"], ["/api/port", "maximum"]),
     ("no API processes", ["api.processes=0"], ["/api/processes", "minimum"]),
+    ("a negative customer rate", ["api.customerRate=-1"], ["/api/customerRate", "minimum"]),
+    ("a negative queue depth", ["api.maxQueueDepth=-5"], ["/api/maxQueueDepth", "minimum"]),
+    ("an uncapped replay", ["replay.maxRate=0"], ["/replay/maxRate"]),
     ("an unknown top-level value", ["replicas=3"], ["additional properties 'replicas' not allowed"]),
     ("an unknown component value", ["operator.replica=3"], ["/operator", "'replica' not allowed"]),
     ("an unknown sqlite volume", ["store.sqlite.volume=nfs"], ["/store/sqlite/volume"]),
@@ -85,3 +88,15 @@ def test_good_values_pass() -> None:
         *set_args(["store.engine=postgresql", "store.postgresql.existingSecret=db", "api.replicas=4"]),
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_chart_ships_the_services_overload_defaults() -> None:
+    import yaml
+
+    from tiergate.replay.settings import DEFAULT_MAX_RATE
+    from tiergate.sender.settings import DEFAULT_CUSTOMER_RATE, DEFAULT_MAX_QUEUE_DEPTH
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["api"]["customerRate"] == DEFAULT_CUSTOMER_RATE
+    assert values["api"]["maxQueueDepth"] == DEFAULT_MAX_QUEUE_DEPTH
+    assert values["replay"]["maxRate"] == DEFAULT_MAX_RATE

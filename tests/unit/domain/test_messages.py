@@ -10,6 +10,7 @@ import pytest
 
 from tiergate.domain.messages import (
     UNSURE,
+    Delivery,
     Encoding,
     Rules,
     ValidationFailed,
@@ -349,3 +350,87 @@ def test_one_pass_check_accepts_exactly_what_the_full_check_accepts(raw: object)
         assert quick == full
     if raw in GOOD_INPUTS:
         assert quick is not None
+
+
+NOW = 1_899_936_000.0  # 2030-03-17T00:00:00Z
+SIGNING = Delivery(can_sign=True)
+
+
+def _one(extra: dict[str, object], delivery: Delivery = SIGNING, rules: Rules = RULES) -> object:
+    return validate_message({**GOOD, **extra}, rules, delivery=delivery, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expires_at", "send_at"),
+    [
+        ({"validity": "90s"}, NOW + 90, None),
+        ({"validity": "1h30m"}, NOW + 5400, None),
+        ({"validity": "2030-03-17T11:00:00Z"}, NOW + 39_600, None),
+        ({"send_at": "2030-03-17T02:00:00+01:00"}, None, NOW + 3_600),
+        ({"send_at": "2030-03-17T01:00:00Z", "validity": "10m"}, NOW + 3_600 + 600, NOW + 3_600),
+        ({"send_at": "2020-01-01T00:00:00Z"}, None, NOW),
+    ],
+)
+def test_validity_and_send_at(
+    extra: dict[str, object], expires_at: float | None, send_at: float | None
+) -> None:
+    message = _one(extra)
+    assert message.expires_at == expires_at  # type: ignore[attr-defined]
+    assert message.send_at == send_at  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "code"),
+    [
+        ({"validity": "soon"}, "validity", "invalid"),
+        ({"validity": 60}, "validity", "type"),
+        ({"validity": "2030-03-17T11:00:00"}, "validity", "invalid"),
+        ({"validity": "0s"}, "validity", "in_past"),
+        ({"validity": "2020-01-01T00:00:00Z"}, "validity", "in_past"),
+        ({"validity": "73h"}, "validity", "too_long"),
+        ({"send_at": "tomorrow"}, "send_at", "invalid"),
+        ({"send_at": "2031-01-01T00:00:00Z"}, "send_at", "too_far"),
+        ({"send_at": "2030-03-17T01:00:00Z", "validity": "2030-03-17T00:30:00Z"}, "validity", "in_past"),
+        ({"callback_url": "http://hooks.example/x"}, "callback_url", "invalid"),
+        ({"callback_url": "http://127.0.0.1:9/x"}, "callback_url", "invalid"),
+        ({"callback_url": "https://user:pw@hooks.example/x"}, "callback_url", "invalid"),
+        ({"callback_url": "https:///x"}, "callback_url", "invalid"),
+        ({"callback_url": "https://hooks.example/" + "x" * 2048}, "callback_url", "invalid"),
+        ({"callback_url": "ftp://hooks.example/x"}, "callback_url", "invalid"),
+    ],
+)
+def test_delivery_option_errors_name_the_field(extra: dict[str, object], field: str, code: str) -> None:
+    with pytest.raises(ValidationFailed) as failed:
+        _one(extra)
+    assert [(e.field, e.code) for e in failed.value.errors] == [(field, code)]
+
+
+def test_a_callback_needs_a_secret_to_sign_with() -> None:
+    with pytest.raises(ValidationFailed) as failed:
+        _one({"callback_url": "https://hooks.example/x"}, delivery=Delivery())
+    assert [(e.field, e.code) for e in failed.value.errors] == [("callback_url", "no_secret")]
+
+
+def test_http_callbacks_on_loopback_only_with_the_test_switch() -> None:
+    rules = Rules(traffic_classes=RULES.traffic_classes, allow_http_loopback_callbacks=True)
+    for url in ("http://127.0.0.1:8080/hook", "http://localhost/hook", "http://[::1]:9/hook"):
+        assert _one({"callback_url": url}, rules=rules).callback_url == url  # type: ignore[attr-defined]
+    with pytest.raises(ValidationFailed):
+        _one({"callback_url": "http://10.0.0.1/hook"}, rules=rules)
+
+
+def test_the_customer_default_callback_applies_on_both_paths() -> None:
+    delivery = Delivery(default_callback_url="https://hooks.example/default", can_sign=True)
+    fast = validate_message(GOOD, RULES, delivery=delivery, now=NOW)
+    assert fast.callback_url == "https://hooks.example/default"
+    slow = _one({"validity": "1m"}, delivery=delivery)
+    assert slow.callback_url == "https://hooks.example/default"  # type: ignore[attr-defined]
+    own = _one({"callback_url": "https://own.example/h"}, delivery=delivery)
+    assert own.callback_url == "https://own.example/h"  # type: ignore[attr-defined]
+
+
+def test_batch_errors_name_the_message_and_field() -> None:
+    raw = {"messages": [GOOD, {**GOOD, "validity": "forever"}]}
+    with pytest.raises(ValidationFailed) as failed:
+        validate_batch(raw, RULES, now=NOW)
+    assert [(e.field, e.code) for e in failed.value.errors] == [("messages[1].validity", "invalid")]

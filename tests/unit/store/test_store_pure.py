@@ -15,7 +15,8 @@ from tiergate.store import (
     new_id,
     open_store,
 )
-from tiergate.store._common import GroupCommitter, decide_claim, decode_cursor, encode_cursor
+from tiergate.store._common import GroupCommitter
+from tiergate.store._lifecycle import decide_claim, decode_cursor, encode_cursor
 
 
 def test_ids_are_unique_and_sort_by_time() -> None:

@@ -13,6 +13,7 @@ import abc
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from tiergate.sender.errors import UnavailableError
 from tiergate.sender.ratelimit import TokenBucket
@@ -26,6 +27,8 @@ class Outbound:
     source: str
     destination: str
     body: str
+    # When the message stops being worth delivering (SMPP validity_period), if it has a limit.
+    validity: datetime | None = None
 
 
 def _nothing_to_ack() -> None:

@@ -503,6 +503,7 @@ class SmppConnector(Connector):
                 source=source_address(message.source),
                 destination=destination_address(message.destination),
                 registered_delivery=1 if self.registered_delivery else 0,
+                validity_period=message.validity,
                 log_id=log_id,
             )
         except ValueError as exc:
