@@ -356,7 +356,11 @@ def example_fleet(checks: str = "http", gate: dict[str, Any] | None = None) -> l
     ]
     for doc in docs:
         hg = doc["spec"]["healthGate"]
-        hg.update(gate or {"progressDeadline": "60s", "bake": "2s", "interval": "1s", "failureLimit": 2})
+        # No watch after sign-off unless a test asks for one: a settled tier then writes nothing.
+        hg.update(
+            gate
+            or {"progressDeadline": "60s", "bake": "2s", "interval": "1s", "failureLimit": 2, "watch": "0s"}
+        )
         if checks == "http":
             hg["checks"] = [c for c in hg["checks"] if "http" in c]
         elif checks == "none":

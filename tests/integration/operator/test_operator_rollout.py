@@ -149,9 +149,11 @@ def test_a_release_applied_to_priority_alone_waits_and_the_override_rolls_it(
         waits = [
             e
             for e in events
-            if e.involved_object.name == "priority" and e.reason == "ReleaseNotSignedOffBelow"
+            if e.involved_object.name == "priority"
+            and e.reason == "ReleaseNotSignedOffBelow"
+            and new in e.message
         ]
-        assert waits and new in waits[0].message and "bulk" in waits[0].message, waits
+        assert waits and "tier bulk" in waits[0].message, [e.message for e in events]
         _cli(kubeconfig_path, namespace, "promote", "priority", "--untested-release", "--who", "carol")
         wait_for(
             lambda: all_signed_off(kube_api, namespace, {**first, "priority": new}),
