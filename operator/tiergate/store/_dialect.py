@@ -14,7 +14,7 @@ commit on its writer thread; PostgreSQL drives it with `await` on a pooled conne
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
@@ -27,6 +27,7 @@ from tiergate.store.base import (
     DiscardGroup,
     DiscardPage,
     Message,
+    MessageFate,
     MessageState,
     MessageView,
     NewReplayJob,
@@ -133,6 +134,7 @@ class DialectStore(Store):
     for_update: str  # the row-lock suffix of a SELECT that is read, changed and written back
     migrations: list[tuple[str, ...]]
     version_time_type: str
+    json_text: str  # `{column}` and `{key}` in the expression of a JSON object's text field
 
     # --- what an engine supplies ------------------------------------------------------------
 
@@ -366,6 +368,43 @@ class DialectStore(Store):
             )
             for r in rows
         }
+
+    async def count_states(self) -> dict[MessageState, int]:
+        """How many messages are in each state (states without any are left out)."""
+        return await self.run_read(self._count_states())
+
+    def _count_states(self) -> Flow[dict[MessageState, int]]:
+        rows = yield Fetch("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+        return {MessageState(r["state"]): int(r["n"]) for r in rows}
+
+    async def message_fates(self, revisions: Collection[str]) -> list[MessageFate]:
+        """Every message's end state and which of `revisions` ever leased it."""
+        return await self.run_read(self._message_fates(sorted(revisions)))
+
+    def _message_fates(self, revisions: list[str]) -> Flow[list[MessageFate]]:
+        leased_by: dict[str, set[str]] = {}
+        if revisions:
+            b = self.binder()
+            kind = self.json_text.format(column="data", key="event")
+            revision = self.json_text.format(column="data", key="revision")
+            rows = yield Fetch(
+                f"SELECT DISTINCT message_id, {revision} AS revision FROM message_events"
+                f" WHERE {kind} = {b(lc.EventKind.LEASED.value)} AND {b.isin(revision, revisions)}",
+                b.values,
+            )
+            for r in rows:
+                leased_by.setdefault(r["message_id"], set()).add(r["revision"])
+        rows = yield Fetch("SELECT id, state, delivered_at, replay_count FROM messages ORDER BY id")
+        return [
+            MessageFate(
+                r["id"],
+                MessageState(r["state"]),
+                self.time_in(r["delivered_at"]),
+                int(r["replay_count"]),
+                frozenset(leased_by.get(r["id"], ())),
+            )
+            for r in rows
+        ]
 
     # --- discards and replay ----------------------------------------------------------------
 

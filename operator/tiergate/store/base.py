@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -159,6 +159,17 @@ class MessageView:
 
     message: Message
     history: tuple[HistoryEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFate:
+    """Where a message ended up, and which of the asked-about revisions ever leased it."""
+
+    id: str
+    state: MessageState
+    delivered_at: datetime | None
+    replay_count: int
+    leased_by: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +458,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def queue_stats(self) -> dict[str, QueueStats]:
         """Depth and oldest queued message per traffic class with any queued or in-flight."""
+
+    @abc.abstractmethod
+    async def count_states(self) -> dict[MessageState, int]:
+        """How many messages are in each state (states without any are left out)."""
+
+    @abc.abstractmethod
+    async def message_fates(self, revisions: Collection[str]) -> list[MessageFate]:
+        """Every message's end state and which of `revisions` ever leased it (a bulk read
+        for audits such as the drill: it reads the whole table)."""
 
     # --- discards and replay ---------------------------------------------------------
 

@@ -126,6 +126,7 @@ class PostgresStore(d.DialectStore):
     for_update = " FOR UPDATE"
     migrations = POSTGRES_MIGRATIONS
     version_time_type = "TIMESTAMPTZ"
+    json_text = "{column} ->> '{key}'"
 
     def __init__(self, pool: asyncpg.Pool, clock: c.Clock) -> None:
         self._pool = pool

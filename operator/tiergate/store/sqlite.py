@@ -114,6 +114,7 @@ class SQLiteStore(d.DialectStore):
     for_update = ""  # a write transaction is IMMEDIATE: it already excludes other writers
     migrations = SQLITE_MIGRATIONS
     version_time_type = "REAL"
+    json_text = "json_extract({column}, '$.{key}')"
 
     def __init__(self, path: str, clock: c.Clock, busy_timeout: float) -> None:
         self._path = path
