@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 
 from tiergate.api.v1alpha1 import HaltStatus
+from tiergate.errors import TiergateError
 
 
-class ReplayApiError(Exception):
+class ReplayApiError(TiergateError):
     """The replay service refused or failed a request."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:

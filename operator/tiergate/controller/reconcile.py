@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from tiergate.api.annotations import ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_RETRY
 from tiergate.api.durations import parse_duration
 from tiergate.api.v1alpha1 import Phase, ReplayJobStatus, SenderTier, SenderTierStatus
 from tiergate.clients.kube import Kube
@@ -43,17 +44,12 @@ from tiergate.domain.workload import (
     ANNOTATION_APPLIED,
     LABEL_REVISION,
     LABEL_TIER,
-    PREFIX,
     deployment_manifest,
 )
 from tiergate.errors import PrometheusUnavailable, TransientError
 
 log = logging.getLogger("tiergate.controller")
 
-ANNOTATION_PAUSED = f"{PREFIX}/paused"
-ANNOTATION_RETRY = f"{PREFIX}/retry"
-ANNOTATION_PROMOTE = f"{PREFIX}/promote"
-ANNOTATION_ABORT = f"{PREFIX}/abort"
 REVISION_HISTORY = 10
 
 

@@ -21,6 +21,7 @@ import phonenumbers
 
 from tiergate.domain.records import Encoding as Encoding
 from tiergate.domain.records import ValidMessage as ValidMessage
+from tiergate.errors import TiergateError
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -59,7 +60,7 @@ class FieldError:
         return {"field": self.field, "code": self.code, "message": self.message}
 
 
-class ValidationFailed(Exception):
+class ValidationFailed(TiergateError):
     """The input has one or more field errors."""
 
     def __init__(self, errors: Sequence[FieldError]) -> None:

@@ -30,8 +30,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tiergate.api.v1alpha1 import SenderTier
+from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION, SenderTier
 from tiergate.clients.replay import ReplayClient
+from tiergate.domain.checks import SUBMITS
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, deployment_manifest
 from tiergate.drill.analysis import (
@@ -57,10 +58,8 @@ from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, Sto
 
 log = logging.getLogger("tiergate.drill")
 
-GROUP, VERSION, PLURAL = "tiergate.io", "v1alpha1", "sendertiers"
 MODES = ("baseline", "tiergate")
 SCENARIOS = ("no-bind", "fail-share")
-SUBMITS = "tiergate_sender_submits_total"
 RECEIPT_WAIT = 20.0
 STORE_READ_TIMEOUT = 120.0
 T = TypeVar("T")

@@ -241,8 +241,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the replay service: discard log API, replay jobs, /healthz /readyz /metrics."""
+    from tiergate.errors import ConfigError
     from tiergate.replay.service import run_service
-    from tiergate.replay.settings import ConfigError, replay_settings
+    from tiergate.replay.settings import replay_settings
 
     try:
         settings = replay_settings(

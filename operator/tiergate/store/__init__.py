@@ -30,9 +30,8 @@ from tiergate.store.base import (
     NewMessage,
     NewReplayJob,
     NotFound,
-    Outcome,
     QueueStats,
-    Receipt,
+    ReceiptUpdate,
     Release,
     ReplayJob,
     ReplayState,
@@ -45,6 +44,7 @@ from tiergate.store.base import (
     StoreUnavailable,
     Submitted,
     WorkerIdentity,
+    WorkerOutcome,
 )
 from tiergate.store.ids import new_id
 
@@ -87,9 +87,8 @@ __all__ = [
     "NewMessage",
     "NewReplayJob",
     "NotFound",
-    "Outcome",
     "QueueStats",
-    "Receipt",
+    "ReceiptUpdate",
     "Release",
     "ReplayJob",
     "ReplayState",
@@ -102,6 +101,7 @@ __all__ = [
     "StoreUnavailable",
     "Submitted",
     "WorkerIdentity",
+    "WorkerOutcome",
     "new_id",
     "open_store",
 ]

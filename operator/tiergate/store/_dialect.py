@@ -32,14 +32,14 @@ from tiergate.store.base import (
     MessageView,
     NewReplayJob,
     NotFound,
-    Outcome,
     QueueStats,
-    Receipt,
+    ReceiptUpdate,
     ReplayJob,
     ReplayState,
     Store,
     Submitted,
     WorkerIdentity,
+    WorkerOutcome,
 )
 from tiergate.store.ids import new_id, new_ids
 
@@ -156,7 +156,7 @@ class DialectStore(Store):
 
     @abc.abstractmethod
     def apply_transition(
-        self, t: lc.Transition, group: list[tuple[int, Outcome]], now: float
+        self, t: lc.Transition, group: list[tuple[int, WorkerOutcome]], now: float
     ) -> Flow[list[tuple[int, Any]]]:
         """Apply one kind of outcome to the messages still leased by their callers.
 
@@ -164,7 +164,9 @@ class DialectStore(Store):
         """
 
     @abc.abstractmethod
-    def apply_receipts(self, receipts: list[Receipt], now: float, keep: bool) -> Flow[list[Message | None]]:
+    def apply_receipts(
+        self, receipts: list[ReceiptUpdate], now: float, keep: bool
+    ) -> Flow[list[Message | None]]:
         """Move submitted messages to their receipt's state; keep early receipts if `keep`."""
 
     @abc.abstractmethod
@@ -253,7 +255,7 @@ class DialectStore(Store):
         messages.sort(key=lambda m: m.next_attempt_at)
         return messages
 
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    async def complete(self, outcomes: Sequence[WorkerOutcome]) -> list[bool]:
         """Apply worker outcomes in one transaction; False where the lease was lost."""
         if not outcomes:
             return []
@@ -261,7 +263,7 @@ class DialectStore(Store):
         self.counters.stale_acks += done.count(False)
         return done
 
-    def _complete(self, outcomes: list[Outcome]) -> Flow[list[bool]]:
+    def _complete(self, outcomes: list[WorkerOutcome]) -> Flow[list[bool]]:
         now = self._clock()
         done = [False] * len(outcomes)
         events: list[lc.Event] = []
@@ -296,7 +298,9 @@ class DialectStore(Store):
             b.values,
         )
         if rows:
-            receipts = [Receipt(r["upstream_message_id"], bool(r["delivered"]), r["detail"]) for r in rows]
+            receipts = [
+                ReceiptUpdate(r["upstream_message_id"], bool(r["delivered"]), r["detail"]) for r in rows
+            ]
             yield from self.apply_receipts(receipts, now, keep=False)
 
     async def extend_leases(self, ids: Sequence[str], owner: str, visibility_timeout: float) -> list[bool]:
@@ -318,7 +322,7 @@ class DialectStore(Store):
         )
         return {r["id"] for r in rows}
 
-    async def record_receipts(self, receipts: Sequence[Receipt]) -> list[Message | None]:
+    async def record_receipts(self, receipts: Sequence[ReceiptUpdate]) -> list[Message | None]:
         """Apply delivery receipts, keeping early ones for their submit."""
         if not receipts:
             return []
@@ -326,7 +330,7 @@ class DialectStore(Store):
         self.counters.orphan_receipts += found.count(None)
         return found
 
-    def _record_receipts(self, receipts: list[Receipt]) -> Flow[list[Message | None]]:
+    def _record_receipts(self, receipts: list[ReceiptUpdate]) -> Flow[list[Message | None]]:
         now = self._clock()
         yield from self.lock_upstream_ids([r.upstream_message_id for r in receipts])
         return (yield from self.apply_receipts(receipts, now, keep=True))
@@ -605,7 +609,7 @@ def set_clause(
     return ", ".join(parts)
 
 
-def outcome_value(f: lc.Field, o: Outcome, time: Callable[[datetime], Any]) -> Any:
+def outcome_value(f: lc.Field, o: WorkerOutcome, time: Callable[[datetime], Any]) -> Any:
     """One outcome attribute as a statement parameter."""
     value = getattr(o, f.name)
     return time(value) if f.time else value

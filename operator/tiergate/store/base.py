@@ -30,9 +30,10 @@ from typing import Any, NamedTuple
 
 from tiergate.domain.records import Encoding as Encoding
 from tiergate.domain.records import ValidMessage
+from tiergate.errors import TiergateError
 
 
-class StoreError(Exception):
+class StoreError(TiergateError):
     """Base class of every error raised by a store."""
 
 
@@ -209,12 +210,12 @@ class Release:
     owner: str
 
 
-Outcome = Submitted | RetryLater | Discard | Release
+WorkerOutcome = Submitted | RetryLater | Discard | Release
 
 
 @dataclass(frozen=True, slots=True)
-class Receipt:
-    """A delivery receipt from upstream."""
+class ReceiptUpdate:
+    """A delivery receipt as the store applies it (the connector's `Receipt`, reduced to what is kept)."""
 
     upstream_message_id: str
     delivered: bool
@@ -412,7 +413,7 @@ class Store(abc.ABC):
         """Lease due queued messages and expired in-flight ones; counts an attempt each."""
 
     @abc.abstractmethod
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    async def complete(self, outcomes: Sequence[WorkerOutcome]) -> list[bool]:
         """Apply worker outcomes in one transaction; False where the lease was lost."""
 
     async def mark_submitted(self, id: str, owner: str, upstream_message_id: str) -> bool:
@@ -436,7 +437,7 @@ class Store(abc.ABC):
         """Push the lease expiry of messages still owned by `owner`."""
 
     @abc.abstractmethod
-    async def record_receipts(self, receipts: Sequence[Receipt]) -> list[Message | None]:
+    async def record_receipts(self, receipts: Sequence[ReceiptUpdate]) -> list[Message | None]:
         """Apply delivery receipts; None where no message has that upstream id yet.
 
         A receipt that arrives before its submit is recorded is kept and applied when
@@ -447,7 +448,7 @@ class Store(abc.ABC):
         self, upstream_message_id: str, delivered: bool, detail: str | None = None
     ) -> Message | None:
         """Apply one delivery receipt."""
-        return (await self.record_receipts([Receipt(upstream_message_id, delivered, detail)]))[0]
+        return (await self.record_receipts([ReceiptUpdate(upstream_message_id, delivered, detail)]))[0]
 
     # --- reads -----------------------------------------------------------------------
 

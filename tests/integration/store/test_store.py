@@ -17,6 +17,7 @@ from tiergate.store import (
     NewMessage,
     NewReplayJob,
     NotFound,
+    ReceiptUpdate,
     Release,
     ReplayState,
     RetryLater,
@@ -25,9 +26,6 @@ from tiergate.store import (
     Submitted,
     WorkerIdentity,
     open_store,
-)
-from tiergate.store import (
-    Receipt as StoreReceipt,
 )
 
 W1 = WorkerIdentity("w1", "tier-0", "rev-a")
@@ -386,10 +384,10 @@ async def test_a_batch_of_receipts_applies_each_once_the_first_of_a_repeated_id_
     await store.complete([Submitted(a, "w1", "up-a"), Submitted(b, "w1", "up-b")])
     found = await store.record_receipts(
         [
-            StoreReceipt("up-a", True, "DELIVRD"),
-            StoreReceipt("up-b", False, "stat=UNDELIV err=034"),
-            StoreReceipt("up-a", False, "stat=REJECTD err=001"),
-            StoreReceipt("up-x", True, "DELIVRD"),
+            ReceiptUpdate("up-a", True, "DELIVRD"),
+            ReceiptUpdate("up-b", False, "stat=UNDELIV err=034"),
+            ReceiptUpdate("up-a", False, "stat=REJECTD err=001"),
+            ReceiptUpdate("up-x", True, "DELIVRD"),
         ]
     )
     assert [m.id if m else None for m in found] == [a, b, a, None]
