@@ -5,7 +5,8 @@
     ├── TransientError               retrying later may succeed (`delay`, upstream `code`)
     │   ├── ConflictError            our view of an object was stale; re-read and decide again
     │   ├── PrometheusUnavailable    Prometheus unreachable or erroring: checks are inconclusive
-    │   └── ThrottledError           the upstream asked us to slow down (`retry_after`)
+    │   ├── ThrottledError           the upstream asked us to slow down (`retry_after`)
+    │   └── clients.replay.ReplayUnavailable  the replay service did not answer (httpx, mapped)
     ├── PermanentError               retrying cannot help until someone changes something
     ├── store.StoreError             the durable store (its own tree: `tiergate.store.base`)
     ├── clients.replay.ReplayApiError the replay service refused or failed a request
