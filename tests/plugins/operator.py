@@ -26,6 +26,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.plugins.tools import SETUP, require_tool
+from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
+from tiergate.domain.checks import SUBMITS
 from tiergate.domain.revision import revision_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +114,7 @@ def crd(kubeconfig_path: Path, kube_api: client.ApiClient) -> None:
 
 def _listable(custom: client.CustomObjectsApi) -> bool:
     try:
-        custom.list_cluster_custom_object("tiergate.io", "v1alpha1", "sendertiers")
+        custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
     except ApiException:
         return False
     return True
@@ -373,13 +375,13 @@ def create_tiers(kube_api: client.ApiClient, namespace: str, docs: list[dict[str
     """Create SenderTiers in a namespace."""
     custom = client.CustomObjectsApi(kube_api)
     for doc in docs:
-        custom.create_namespaced_custom_object("tiergate.io", "v1alpha1", namespace, "sendertiers", doc)
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, doc)
 
 
 def get_tier(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     """A SenderTier as the API server has it."""
     obj: dict[str, Any] = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        "tiergate.io", "v1alpha1", namespace, "sendertiers", name
+        GROUP, VERSION, namespace, PLURAL, name
     )
     return obj
 
@@ -389,7 +391,7 @@ def patch_tier(
 ) -> dict[str, Any]:
     """Merge-patch a SenderTier (as a user or GitOps would)."""
     obj: dict[str, Any] = client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
-        "tiergate.io", "v1alpha1", namespace, "sendertiers", name, patch
+        GROUP, VERSION, namespace, PLURAL, name, patch
     )
     return obj
 
@@ -510,9 +512,6 @@ def release(
         patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"template": template}})
         revisions[doc["metadata"]["name"]] = revision_of(template)
     return revisions
-
-
-SUBMITS = "tiergate_sender_submits_total"
 
 
 def quick_checks(window: str = "15s", min_evidence: int = 5) -> list[dict[str, Any]]:

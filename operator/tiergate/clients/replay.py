@@ -9,7 +9,7 @@ of the messages that the halted revision discarded in its window; the operator's
 Errors::
 
     ReplayApiError      the service answered 4xx/5xx (status, code, message, field)
-    httpx.HTTPError     the service could not be reached
+    ReplayUnavailable   the service could not be reached (httpx's errors, mapped here once)
 """
 
 from __future__ import annotations
@@ -22,9 +22,14 @@ from typing import Any
 import httpx
 
 from tiergate.api.v1alpha1 import HaltStatus
+from tiergate.errors import TiergateError, TransientError
 
 
-class ReplayApiError(Exception):
+class ReplayUnavailable(TransientError):
+    """The replay service could not be reached or did not answer in time (httpx's errors, mapped)."""
+
+
+class ReplayApiError(TiergateError):
     """The replay service refused or failed a request."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
@@ -100,7 +105,10 @@ class ReplayClient:
     async def _call(
         self, method: str, path: str, *, params: list[tuple[str, str]] | None = None, json: Any = None
     ) -> dict[str, Any]:
-        response = await self._http.request(method, path, params=tuple(params or ()), json=json)
+        try:
+            response = await self._http.request(method, path, params=tuple(params or ()), json=json)
+        except httpx.HTTPError as exc:
+            raise ReplayUnavailable(f"replay service unreachable: {exc}") from exc
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]

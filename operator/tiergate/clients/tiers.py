@@ -14,9 +14,10 @@ from kubernetes.client.exceptions import ApiException
 
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tiergate.clients.kube import load_config
+from tiergate.errors import TiergateError
 
 
-class TierNotFound(LookupError):
+class TierNotFound(TiergateError, LookupError):
     """No SenderTier of that name in that namespace."""
 
 

@@ -19,15 +19,15 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from tiergate.api.durations import parse_duration
-from tiergate.clients.kube import Kube, load_config
-from tiergate.controller.reconcile import (
+from tiergate.api.annotations import (
     ANNOTATION_ABORT,
     ANNOTATION_PAUSED,
     ANNOTATION_PROMOTE,
     ANNOTATION_RETRY,
     ANNOTATION_UNTESTED_RELEASE,
 )
+from tiergate.api.durations import parse_duration
+from tiergate.clients.kube import Kube, load_config
 
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the SenderTiers.")]
 Kubeconfig = Annotated[str | None, typer.Option(envvar="KUBECONFIG", help="Path of a kubeconfig.")]

@@ -17,6 +17,13 @@ from typing import Any, assert_never
 import httpx
 from pydantic import ValidationError
 
+from tiergate.api.annotations import (
+    ANNOTATION_ABORT,
+    ANNOTATION_PAUSED,
+    ANNOTATION_PROMOTE,
+    ANNOTATION_RETRY,
+    ANNOTATION_UNTESTED_RELEASE,
+)
 from tiergate.api.v1alpha1 import Check, HistoryEntry, Phase, ReplayJobStatus, SenderTier, SenderTierStatus
 from tiergate.clients.kube import Kube
 from tiergate.clients.probe import probe_all
@@ -48,18 +55,12 @@ from tiergate.domain.workload import (
     ANNOTATION_APPLIED,
     LABEL_REVISION,
     LABEL_TIER,
-    PREFIX,
     deployment_manifest,
 )
 from tiergate.errors import PrometheusUnavailable, TransientError
 
 log = logging.getLogger("tiergate.controller")
 
-ANNOTATION_PAUSED = f"{PREFIX}/paused"
-ANNOTATION_RETRY = f"{PREFIX}/retry"
-ANNOTATION_PROMOTE = f"{PREFIX}/promote"
-ANNOTATION_ABORT = f"{PREFIX}/abort"
-ANNOTATION_UNTESTED_RELEASE = f"{PREFIX}/untested-release"
 REVISION_HISTORY = 10
 
 

@@ -63,7 +63,7 @@ def _kill_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-class Kube:
+class NodeApi:
     """The runner's blocking Kubernetes calls, run off the event loop by callers."""
 
     def __init__(self, api: client.ApiClient) -> None:
@@ -330,7 +330,7 @@ class ContainerRunner:
 class PodRunner:
     """Owns the processes of one pod and writes its status."""
 
-    def __init__(self, runtime: Runtime, pod: Mapping[str, Any], host_ip: str) -> None:
+    def __init__(self, runtime: RunnerState, pod: Mapping[str, Any], host_ip: str) -> None:
         meta = pod["metadata"]
         self.runtime = runtime
         self.namespace: str = meta["namespace"]
@@ -483,12 +483,12 @@ class PodRunner:
         log.info("Pod removed pod=%s", self.key)
 
 
-class Runtime:
+class RunnerState:
     """Shared state of the runner: the API, the IP pool, paths and the HTTP client."""
 
     def __init__(
         self,
-        kube: Kube,
+        kube: NodeApi,
         pool: IpPool,
         pods_dir: Path,
         node_selector: str,
@@ -616,10 +616,10 @@ async def run(
 ) -> None:
     """Run the pod runner until SIGTERM/SIGINT."""
     api: client.ApiClient = config.new_client_from_config(config_file=kubeconfig)
-    kube = Kube(api)
+    kube = NodeApi(api)
     pods_dir = workdir / "pods"
     pods_dir.mkdir(parents=True, exist_ok=True)
-    runtime = Runtime(kube, IpPool(pod_cidr), pods_dir, node_selector, str(Path(sys.executable).parent))
+    runtime = RunnerState(kube, IpPool(pod_cidr), pods_dir, node_selector, str(Path(sys.executable).parent))
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     stop_watch = threading.Event()

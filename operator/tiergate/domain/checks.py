@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from tiergate.api.v1alpha1 import CompareCheck, DiscardBudgetCheck, OnNoData, PrometheusCheck
 
-SUBMITS = "tiergate_sender_submits_total"
-DISCARDS = "tiergate_sender_discards_total"
+# The sender's counters, as `sender.metrics` registers them; Prometheus exposes them with _total.
+SUBMITS_COUNTER = "tiergate_sender_submits"
+DISCARDS_COUNTER = "tiergate_sender_discards"
+SUBMITS = f"{SUBMITS_COUNTER}_total"
+DISCARDS = f"{DISCARDS_COUNTER}_total"
 PODS_READY = "pods-ready"
 
 

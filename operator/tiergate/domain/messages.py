@@ -29,6 +29,7 @@ import phonenumbers
 from tiergate.api.durations import parse_duration
 from tiergate.domain.records import Encoding as Encoding
 from tiergate.domain.records import ValidMessage as ValidMessage
+from tiergate.errors import TiergateError
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -72,7 +73,7 @@ class FieldError:
         return {"field": self.field, "code": self.code, "message": self.message}
 
 
-class ValidationFailed(Exception):
+class ValidationFailed(TiergateError):
     """The input has one or more field errors."""
 
     def __init__(self, errors: Sequence[FieldError]) -> None:

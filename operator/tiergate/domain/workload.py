@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from tiergate.api.durations import parse_duration
-from tiergate.api.v1alpha1 import API_VERSION, KIND, SenderTier
+from tiergate.api.v1alpha1 import API_VERSION, GROUP, KIND, SenderTier
 
-PREFIX = "tiergate.io"
+PREFIX = GROUP
 LABEL_FLEET = f"{PREFIX}/fleet"
 LABEL_TIER = f"{PREFIX}/tier"
 LABEL_REVISION = f"{PREFIX}/revision"

@@ -11,8 +11,8 @@ failed submits, but only from two minutes after each worker starts: the release 
 bake and reaches every tier; the watch after sign-off and the fleet policy must bring it back).
 
 While a run goes, samplers record pods, Deployments, SenderTier status and queue depth; at the
-end every accepted message is looked up in the (SQLite) store. Nothing is judged here: the
-recording goes to `tiergate.drill.analysis`.
+end every accepted message is looked up in the store (through `Store`, so on either engine).
+Nothing is judged here: the recording goes to `tiergate.drill.analysis`.
 """
 
 from __future__ import annotations
@@ -20,21 +20,21 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tiergate.api.v1alpha1 import SenderTier
+from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION, SenderTier
 from tiergate.clients.replay import ReplayClient
+from tiergate.domain.checks import SUBMITS
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, deployment_manifest
 from tiergate.drill.analysis import (
@@ -59,19 +59,20 @@ from tiergate.drill.analysis import (
 )
 from tiergate.drill.stack import CLASSES, ONCALL_TOKEN, ROOT, RunStack, SharedStack, StackError, wait_until
 from tiergate.drill.traffic import Traffic, customer_tokens
+from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, StoreError, open_store
 
 log = logging.getLogger("tiergate.drill")
 
-GROUP, VERSION, PLURAL = "tiergate.io", "v1alpha1", "sendertiers"
 MODES = ("baseline", "tiergate")
 SCENARIOS = ("no-bind", "fail-share", "late-failure")
 # What ``--short`` runs when no scenario is named: the CI drill keeps its time. A short
 # late-failure runs when asked for by name.
 SHORT_SCENARIOS = ("no-bind", "fail-share")
 LATE = "late-failure"
-SUBMITS = "tiergate_sender_submits_total"
 RECEIPT_WAIT = 20.0
+STORE_READ_TIMEOUT = 120.0
 REPLAY_ENDED = ("done", "failed", "cancelled")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -204,12 +205,12 @@ def baseline_deployment(
 class Sampler:
     """Every half second: pods, Deployments and SenderTiers of the namespace, and queue depth."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, db: Path, tiergate: bool) -> None:
+    def __init__(self, api: client.ApiClient, namespace: str, store: StoreView, tiergate: bool) -> None:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
-        self.db = db
+        self.store = store
         self.tiergate = tiergate
         self.pods: list[tuple[float, dict[str, set[str]]]] = []
         self.ready: list[tuple[float, dict[str, set[str]]]] = []
@@ -234,7 +235,7 @@ class Sampler:
         while not self._stop.is_set():
             try:
                 self._sample()
-            except (ApiException, sqlite3.Error, OSError) as exc:
+            except (ApiException, StoreError, OSError) as exc:
                 log.debug("Drill sample failed namespace=%s error=%r", self.namespace, exc)
             self._stop.wait(0.5)
 
@@ -264,8 +265,7 @@ class Sampler:
         if self.tiergate:
             items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["items"]
             self.tiers.append((now, {t["metadata"]["name"]: t.get("status") or {} for t in items}))
-        if self.db.exists():
-            self.queue.append(QueueSample(now, queue_depths(self.db)))
+        self.queue.append(QueueSample(now, self.store.queue_depths()))
 
     def _note_start(self, tier: str, revision: str, pod: Any) -> None:
         for status in pod.status.container_statuses or []:
@@ -321,53 +321,68 @@ def _ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
 
-def _connect(db: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+class StoreView:
+    """The drill's reads of a run's store, through `Store` (so on either engine).
 
+    The drill is threaded, the store is asynchronous: one store stays open on a private
+    event loop thread, and each read is handed to it.
+    """
 
-def queue_depths(db: Path) -> dict[str, int]:
-    """Queued plus in-flight messages per traffic class, read from the SQLite store."""
-    with _connect(db) as conn:
-        rows = conn.execute(
-            "SELECT traffic_class, COUNT(*) FROM messages WHERE state IN ('queued', 'in_flight')"
-            " GROUP BY traffic_class"
-        ).fetchall()
-    return {str(cls): int(n) for cls, n in rows}
+    def __init__(self, url: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="drill-store", daemon=True)
+        self._thread.start()
+        self._store: Store = self._call(open_store(url))
 
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(STORE_READ_TIMEOUT)
 
-def unfinished(db: Path, states: tuple[str, ...] = ("queued", "in_flight")) -> int:
-    """Messages still in one of ``states``."""
-    with _connect(db) as conn:
-        marks = ", ".join("?" for _ in states)
-        row = conn.execute(f"SELECT COUNT(*) FROM messages WHERE state IN ({marks})", states).fetchone()
-    return int(row[0])
+    def queue_depths(self) -> dict[str, int]:
+        """Queued plus in-flight messages per traffic class."""
+        return {tc: stats.depth for tc, stats in self._call(self._store.queue_stats()).items()}
 
+    def unfinished(
+        self, states: tuple[MessageState, ...] = (MessageState.QUEUED, MessageState.IN_FLIGHT)
+    ) -> int:
+        """Messages still in one of ``states``."""
+        counts = self._call(self._store.count_states())
+        return sum(counts.get(state, 0) for state in states)
 
-def read_fates(db: Path, bad_revisions: frozenset[str]) -> tuple[dict[str, Fate], list[DiscardRow]]:
-    """Every message's final state, and every discard, from the SQLite store."""
-    with _connect(db) as conn:
-        handled: set[str] = set()
-        for revision in bad_revisions:
-            handled.update(
-                r[0]
-                for r in conn.execute(
-                    "SELECT DISTINCT message_id FROM message_events"
-                    " WHERE state = 'in_flight' AND detail LIKE ?",
-                    (f"% revision={revision}",),
-                )
-            )
+    def read_fates(self, bad_revisions: frozenset[str]) -> tuple[dict[str, Fate], list[DiscardRow]]:
+        """Every message's final state (and whether a bad revision leased it), and every discard."""
         fates = {
-            r[0]: Fate(r[0], r[1], r[2], r[0] in handled, int(r[3]))
-            for r in conn.execute("SELECT id, state, delivered_at, replay_count FROM messages")
+            f.id: Fate(f.id, f.state, _epoch(f.delivered_at), bool(f.leased_by), f.replay_count)
+            for f in self._call(self._store.message_fates(bad_revisions))
         }
         discards = [
-            DiscardRow(r[0], r[1], r[2], float(r[3]), r[4])
-            for r in conn.execute(
-                "SELECT message_id, revision, reason, discarded_at, replayed_at FROM discards"
-                " ORDER BY discarded_at"
-            )
+            DiscardRow(d.message_id, d.revision, d.reason, d.discarded_at.timestamp(), _epoch(d.replayed_at))
+            for d in self._call(self._all_discards())
         ]
-    return fates, discards
+        discards.sort(key=lambda d: d.discarded_at)
+        return fates, discards
+
+    async def _all_discards(self) -> list[DiscardEvent]:
+        items: list[DiscardEvent] = []
+        cursor: str | None = None
+        while True:
+            page = await self._store.list_discards(DiscardFilter(), limit=1000, cursor=cursor)
+            items.extend(page.items)
+            if page.next_cursor is None:
+                return items
+            cursor = page.next_cursor
+
+    def close(self) -> None:
+        """Close the store and stop its thread."""
+        try:
+            self._call(self._store.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(STORE_READ_TIMEOUT)
+            self._loop.close()
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
 
 
 def _ts(value: str | None) -> float | None:
@@ -418,7 +433,14 @@ class Run:
         smsc_before = self.shared.smsc_stats()
         if self.mode == "tiergate":
             self.stack.start_operator(self.namespace)
-        sampler = Sampler(self.api, self.namespace, self.stack.db_path, self.mode == "tiergate").start()
+        view = StoreView(self.stack.store_url)
+        try:
+            return self._observe(core, view, smsc_before)
+        finally:
+            view.close()
+
+    def _observe(self, core: client.CoreV1Api, view: StoreView, smsc_before: Mapping[str, Any]) -> Recording:
+        sampler = Sampler(self.api, self.namespace, view, self.mode == "tiergate").start()
         traffic = Traffic(
             self.stack.api_url, self.stack.tokens, self.settings.rate, self.settings.shares, self.index
         ).start()
@@ -435,10 +457,10 @@ class Run:
         finally:
             traffic.stop()
             self.mark(MARK_TRAFFIC_END, "traffic stops")
-        db = self.stack.db_path
         try:
-            wait_until(lambda: unfinished(db) == 0, self.settings.drain_timeout, "queues drained", 1.0)
-            wait_until(lambda: unfinished(db, ("submitted",)) == 0, RECEIPT_WAIT, "receipts", 1.0)
+            wait_until(lambda: view.unfinished() == 0, self.settings.drain_timeout, "queues drained", 1.0)
+            submitted = (MessageState.SUBMITTED,)
+            wait_until(lambda: view.unfinished(submitted) == 0, RECEIPT_WAIT, "receipts", 1.0)
         except StackError as exc:
             log.warning("Drill drain incomplete namespace=%s error=%s", self.namespace, exc)
         sampler.stop()
@@ -448,7 +470,7 @@ class Run:
             self.mark(MARK_TIER_RESTORED, tier, at)
         smsc_after = self.shared.smsc_stats()
         beyond = self._bad_beyond_first(sampler)
-        fates, discards = read_fates(self.stack.db_path, frozenset(self.bad.values()))
+        fates, discards = view.read_fates(frozenset(self.bad.values()))
         self._teardown(core)
         return Recording(
             mode=self.mode,

@@ -296,11 +296,6 @@ class RunStack:
         return f"sqlite://{self.workdir / 'tiergate.db'}"
 
     @property
-    def db_path(self) -> Path:
-        """The SQLite file."""
-        return self.workdir / "tiergate.db"
-
-    @property
     def api_url(self) -> str:
         """The sender API."""
         return f"http://127.0.0.1:{self.api_port}"

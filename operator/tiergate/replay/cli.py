@@ -17,13 +17,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tiergate.clients.replay import ReplayApiError, ReplayClient, halt_filter
+from tiergate.clients.replay import ReplayApiError, ReplayClient, ReplayUnavailable, halt_filter
 
 discards_app = typer.Typer(
     no_args_is_help=True,
@@ -97,8 +96,8 @@ def _call(url: str, token: str, fn: Callable[[ReplayClient], Awaitable[T]]) -> T
         where = f" ({exc.field})" if exc.field else ""
         typer.echo(f"error: {exc.status} {exc.message}{where}", err=True)
         raise typer.Exit(1) from None
-    except httpx.HTTPError as exc:
-        typer.echo(f"error: replay service at {url} unreachable: {exc}", err=True)
+    except ReplayUnavailable as exc:
+        typer.echo(f"error: replay service at {url} unreachable: {exc.__cause__}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -241,8 +240,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the replay service: discard log API, replay jobs, /healthz /readyz /metrics."""
+    from tiergate.errors import ConfigError
     from tiergate.replay.service import run_service
-    from tiergate.replay.settings import ConfigError, replay_settings
+    from tiergate.replay.settings import replay_settings
 
     try:
         settings = replay_settings(

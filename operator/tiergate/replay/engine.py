@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from tiergate.errors import TiergateError
 from tiergate.replay import metrics
 from tiergate.replay.progress import (
     Pacer,
@@ -48,11 +49,11 @@ ACTIVE = (ReplayState.PENDING, ReplayState.RUNNING, ReplayState.PAUSED)
 FINAL = (ReplayState.DONE, ReplayState.CANCELLED, ReplayState.FAILED)
 
 
-class RateAboveCap(ValueError):
+class RateAboveCap(TiergateError, ValueError):
     """A job asked for more messages per second than the upstream takes."""
 
 
-class WrongState(Exception):
+class WrongState(TiergateError):
     """A pause, resume or cancel asked of a job in a state that does not allow it."""
 
     def __init__(self, job: ReplayJob, action: str) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tiergate.api.durations import parse_duration
+from tiergate.errors import TiergateError
 from tiergate.store import DiscardFilter, DiscardGroup
 
 LIST_FIELDS = {
@@ -27,7 +28,7 @@ MAX_VALUES = 1000
 
 
 @dataclass(frozen=True)
-class BadField(Exception):
+class BadField(TiergateError):
     """A request field with a value we refuse; `field` names it for the 4xx answer."""
 
     field: str

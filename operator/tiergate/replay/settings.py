@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-
-class ConfigError(Exception):
-    """The service cannot start with these settings."""
+from tiergate.errors import ConfigError
 
 
 class Role(StrEnum):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from tiergate.domain.checks import DISCARDS_COUNTER, SUBMITS_COUNTER
+
 ACCEPTED = Counter(
     "tiergate_sender_accepted",
     "Messages accepted by the ingest API (answered 202 after the durable write)",
@@ -19,12 +21,12 @@ REJECTED = Counter(
     ["status"],
 )
 SUBMITS = Counter(
-    "tiergate_sender_submits",
+    SUBMITS_COUNTER,
     "Submits to the upstream, by result (ok, error, throttled)",
     ["tier", "revision", "traffic_class", "result"],
 )
 DISCARDS = Counter(
-    "tiergate_sender_discards",
+    DISCARDS_COUNTER,
     "Messages given up on, by reason",
     ["tier", "revision", "traffic_class", "reason"],
 )

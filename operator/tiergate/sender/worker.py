@@ -47,14 +47,14 @@ from tiergate.sender.upstream import Upstream
 from tiergate.store import (
     Discard,
     Message,
-    Outcome,
+    ReceiptUpdate,
     Release,
     RetryLater,
     Store,
     Submitted,
     WorkerIdentity,
+    WorkerOutcome,
 )
-from tiergate.store import Receipt as StoreReceipt
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(options.window)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._outcomes: asyncio.Queue[tuple[Outcome, str]] = asyncio.Queue()
+        self._outcomes: asyncio.Queue[tuple[WorkerOutcome, str]] = asyncio.Queue()
         self._writing = 0
         self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
         self._accepted_at: dict[str, float] = {}
@@ -369,7 +369,7 @@ class Worker:
         if batch:
             await self._write_outcomes(batch)
 
-    async def _write_outcomes(self, batch: list[tuple[Outcome, str]]) -> None:
+    async def _write_outcomes(self, batch: list[tuple[WorkerOutcome, str]]) -> None:
         self._writing += len(batch)
         try:
             await self._store_outcomes(batch)
@@ -380,7 +380,7 @@ class Worker:
                     for receipt in self._unstored.pop(outcome.upstream_message_id, ()):
                         self._receipts.put_nowait(receipt)
 
-    async def _store_outcomes(self, batch: list[tuple[Outcome, str]]) -> None:
+    async def _store_outcomes(self, batch: list[tuple[WorkerOutcome, str]]) -> None:
         for attempt in range(5):
             try:
                 results = await self.store.complete([outcome for outcome, _ in batch])
@@ -412,7 +412,7 @@ class Worker:
             await self._write_receipts(batch)
 
     async def _write_receipts(self, batch: list[Receipt]) -> None:
-        records = [StoreReceipt(r.upstream_id, r.delivered, _receipt_detail(r)) for r in batch]
+        records = [ReceiptUpdate(r.upstream_id, r.delivered, _receipt_detail(r)) for r in batch]
         for attempt in range(5):
             try:
                 updated = await self.store.record_receipts(records)

@@ -14,7 +14,7 @@ commit on its writer thread; PostgreSQL drives it with `await` on a pooled conne
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
@@ -28,13 +28,13 @@ from tiergate.store.base import (
     DiscardGroup,
     DiscardPage,
     Message,
+    MessageFate,
     MessageState,
     MessageView,
     NewReplayJob,
     NotFound,
-    Outcome,
     QueueStats,
-    Receipt,
+    ReceiptUpdate,
     ReplayJob,
     ReplayState,
     Store,
@@ -43,6 +43,7 @@ from tiergate.store.base import (
     WebhookEvent,
     WebhookResult,
     WorkerIdentity,
+    WorkerOutcome,
 )
 from tiergate.store.ids import new_id, new_ids
 
@@ -141,6 +142,7 @@ class DialectStore(Store):
     greatest: str  # the larger-of function
     migrations: list[tuple[str, ...]]
     version_time_type: str
+    json_text: str  # `{column}` and `{key}` in the expression of a JSON object's text field
 
     # --- what an engine supplies ------------------------------------------------------------
 
@@ -162,7 +164,7 @@ class DialectStore(Store):
 
     @abc.abstractmethod
     def apply_transition(
-        self, t: lc.Transition, group: list[tuple[int, Outcome]], now: float
+        self, t: lc.Transition, group: list[tuple[int, WorkerOutcome]], now: float
     ) -> Flow[list[tuple[int, Any]]]:
         """Apply one kind of outcome to the messages still leased by their callers.
 
@@ -170,7 +172,9 @@ class DialectStore(Store):
         """
 
     @abc.abstractmethod
-    def apply_receipts(self, receipts: list[Receipt], now: float, keep: bool) -> Flow[list[Message | None]]:
+    def apply_receipts(
+        self, receipts: list[ReceiptUpdate], now: float, keep: bool
+    ) -> Flow[list[Message | None]]:
         """Move submitted messages to their receipt's state; keep early receipts if `keep`."""
 
     @abc.abstractmethod
@@ -259,7 +263,7 @@ class DialectStore(Store):
         messages.sort(key=lambda m: m.next_attempt_at)
         return messages
 
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    async def complete(self, outcomes: Sequence[WorkerOutcome]) -> list[bool]:
         """Apply worker outcomes in one transaction; False where the lease was lost."""
         if not outcomes:
             return []
@@ -267,7 +271,7 @@ class DialectStore(Store):
         self.counters.stale_acks += done.count(False)
         return done
 
-    def _complete(self, outcomes: list[Outcome]) -> Flow[list[bool]]:
+    def _complete(self, outcomes: list[WorkerOutcome]) -> Flow[list[bool]]:
         now = self._clock()
         done = [False] * len(outcomes)
         events: list[lc.Event] = []
@@ -302,7 +306,9 @@ class DialectStore(Store):
             b.values,
         )
         if rows:
-            receipts = [Receipt(r["upstream_message_id"], bool(r["delivered"]), r["detail"]) for r in rows]
+            receipts = [
+                ReceiptUpdate(r["upstream_message_id"], bool(r["delivered"]), r["detail"]) for r in rows
+            ]
             yield from self.apply_receipts(receipts, now, keep=False)
 
     async def extend_leases(self, ids: Sequence[str], owner: str, visibility_timeout: float) -> list[bool]:
@@ -324,7 +330,7 @@ class DialectStore(Store):
         )
         return {r["id"] for r in rows}
 
-    async def record_receipts(self, receipts: Sequence[Receipt]) -> list[Message | None]:
+    async def record_receipts(self, receipts: Sequence[ReceiptUpdate]) -> list[Message | None]:
         """Apply delivery receipts, keeping early ones for their submit."""
         if not receipts:
             return []
@@ -332,7 +338,7 @@ class DialectStore(Store):
         self.counters.orphan_receipts += found.count(None)
         return found
 
-    def _record_receipts(self, receipts: list[Receipt]) -> Flow[list[Message | None]]:
+    def _record_receipts(self, receipts: list[ReceiptUpdate]) -> Flow[list[Message | None]]:
         now = self._clock()
         yield from self.lock_upstream_ids([r.upstream_message_id for r in receipts])
         return (yield from self.apply_receipts(receipts, now, keep=True))
@@ -497,6 +503,43 @@ class DialectStore(Store):
             )
             for r in rows
         }
+
+    async def count_states(self) -> dict[MessageState, int]:
+        """How many messages are in each state (states without any are left out)."""
+        return await self.run_read(self._count_states())
+
+    def _count_states(self) -> Flow[dict[MessageState, int]]:
+        rows = yield Fetch("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+        return {MessageState(r["state"]): int(r["n"]) for r in rows}
+
+    async def message_fates(self, revisions: Collection[str]) -> list[MessageFate]:
+        """Every message's end state and which of `revisions` ever leased it."""
+        return await self.run_read(self._message_fates(sorted(revisions)))
+
+    def _message_fates(self, revisions: list[str]) -> Flow[list[MessageFate]]:
+        leased_by: dict[str, set[str]] = {}
+        if revisions:
+            b = self.binder()
+            kind = self.json_text.format(column="data", key="event")
+            revision = self.json_text.format(column="data", key="revision")
+            rows = yield Fetch(
+                f"SELECT DISTINCT message_id, {revision} AS revision FROM message_events"
+                f" WHERE {kind} = {b(lc.EventKind.LEASED.value)} AND {b.isin(revision, revisions)}",
+                b.values,
+            )
+            for r in rows:
+                leased_by.setdefault(r["message_id"], set()).add(r["revision"])
+        rows = yield Fetch("SELECT id, state, delivered_at, replay_count FROM messages ORDER BY id")
+        return [
+            MessageFate(
+                r["id"],
+                MessageState(r["state"]),
+                self.time_in(r["delivered_at"]),
+                int(r["replay_count"]),
+                frozenset(leased_by.get(r["id"], ())),
+            )
+            for r in rows
+        ]
 
     # --- discards and replay ----------------------------------------------------------------
 
@@ -697,7 +740,7 @@ def set_clause(
     return ", ".join(parts)
 
 
-def outcome_value(f: lc.Field, o: Outcome, time: Callable[[datetime], Any]) -> Any:
+def outcome_value(f: lc.Field, o: WorkerOutcome, time: Callable[[datetime], Any]) -> Any:
     """One outcome attribute as a statement parameter."""
     value = getattr(o, f.name)
     return time(value) if f.time else value

@@ -27,8 +27,7 @@ from tiergate.store.base import (
     Message,
     MessageState,
     MessageView,
-    Outcome,
-    Receipt,
+    ReceiptUpdate,
     Release,
     ReplayJob,
     ReplayState,
@@ -37,6 +36,7 @@ from tiergate.store.base import (
     SkipReason,
     Submitted,
     WorkerIdentity,
+    WorkerOutcome,
 )
 
 # --- column expressions a transition assigns -------------------------------------------
@@ -121,12 +121,12 @@ def lease_data(worker: WorkerIdentity) -> str:
     return event_data(EventKind.LEASED, owner=worker.owner, tier=worker.tier, revision=worker.revision)
 
 
-def receipt_state(receipt: Receipt) -> MessageState:
+def receipt_state(receipt: ReceiptUpdate) -> MessageState:
     """The final state a delivery receipt moves its submitted message to."""
     return MessageState.DELIVERED if receipt.delivered else MessageState.FAILED
 
 
-def receipt_error(receipt: Receipt) -> str | None:
+def receipt_error(receipt: ReceiptUpdate) -> str | None:
     """What a receipt writes into ``last_error`` (None keeps the message's)."""
     return None if receipt.delivered else receipt.detail
 
@@ -237,15 +237,15 @@ TRANSITIONS: tuple[Transition, ...] = (
 _BY_OUTCOME = {t.outcome: t for t in TRANSITIONS}
 
 
-def grouped(outcomes: Sequence[Outcome]) -> list[tuple[Transition, list[tuple[int, Outcome]]]]:
+def grouped(outcomes: Sequence[WorkerOutcome]) -> list[tuple[Transition, list[tuple[int, WorkerOutcome]]]]:
     """Outcomes (with their index) grouped by transition, in the order of `TRANSITIONS`."""
-    groups: dict[type, list[tuple[int, Outcome]]] = {}
+    groups: dict[type, list[tuple[int, WorkerOutcome]]] = {}
     for i, o in enumerate(outcomes):
         groups.setdefault(type(o), []).append((i, o))
     return [(t, groups[t.outcome]) for t in TRANSITIONS if t.outcome in groups]
 
 
-def outcome_event(o: Outcome) -> Event:
+def outcome_event(o: WorkerOutcome) -> Event:
     """The history event an applied outcome writes."""
     match o:
         case Submitted():

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -30,9 +30,10 @@ from typing import Any, NamedTuple
 
 from tiergate.domain.records import Encoding as Encoding
 from tiergate.domain.records import ValidMessage
+from tiergate.errors import TiergateError
 
 
-class StoreError(Exception):
+class StoreError(TiergateError):
     """Base class of every error raised by a store."""
 
 
@@ -166,6 +167,17 @@ class MessageView:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageFate:
+    """Where a message ended up, and which of the asked-about revisions ever leased it."""
+
+    id: str
+    state: MessageState
+    delivered_at: datetime | None
+    replay_count: int
+    leased_by: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Submitted:
     """Outcome: upstream accepted the message under `upstream_message_id`."""
 
@@ -202,12 +214,12 @@ class Release:
     owner: str
 
 
-Outcome = Submitted | RetryLater | Discard | Release
+WorkerOutcome = Submitted | RetryLater | Discard | Release
 
 
 @dataclass(frozen=True, slots=True)
-class Receipt:
-    """A delivery receipt from upstream."""
+class ReceiptUpdate:
+    """A delivery receipt as the store applies it (the connector's `Receipt`, reduced to what is kept)."""
 
     upstream_message_id: str
     delivered: bool
@@ -446,7 +458,7 @@ class Store(abc.ABC):
         """Lease due queued messages and expired in-flight ones; counts an attempt each."""
 
     @abc.abstractmethod
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    async def complete(self, outcomes: Sequence[WorkerOutcome]) -> list[bool]:
         """Apply worker outcomes in one transaction; False where the lease was lost."""
 
     async def mark_submitted(self, id: str, owner: str, upstream_message_id: str) -> bool:
@@ -470,7 +482,7 @@ class Store(abc.ABC):
         """Push the lease expiry of messages still owned by `owner`."""
 
     @abc.abstractmethod
-    async def record_receipts(self, receipts: Sequence[Receipt]) -> list[Message | None]:
+    async def record_receipts(self, receipts: Sequence[ReceiptUpdate]) -> list[Message | None]:
         """Apply delivery receipts; None where no message has that upstream id yet.
 
         A receipt that arrives before its submit is recorded is kept and applied when
@@ -481,7 +493,7 @@ class Store(abc.ABC):
         self, upstream_message_id: str, delivered: bool, detail: str | None = None
     ) -> Message | None:
         """Apply one delivery receipt."""
-        return (await self.record_receipts([Receipt(upstream_message_id, delivered, detail)]))[0]
+        return (await self.record_receipts([ReceiptUpdate(upstream_message_id, delivered, detail)]))[0]
 
     @abc.abstractmethod
     async def expire_unreceipted(self, submitted_before: datetime, limit: int = 1000) -> int:
@@ -526,6 +538,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def queue_stats(self) -> dict[str, QueueStats]:
         """Depth and oldest queued message per traffic class with any queued or in-flight."""
+
+    @abc.abstractmethod
+    async def count_states(self) -> dict[MessageState, int]:
+        """How many messages are in each state (states without any are left out)."""
+
+    @abc.abstractmethod
+    async def message_fates(self, revisions: Collection[str]) -> list[MessageFate]:
+        """Every message's end state and which of `revisions` ever leased it (a bulk read
+        for audits such as the drill: it reads the whole table)."""
 
     # --- discards and replay ---------------------------------------------------------
 

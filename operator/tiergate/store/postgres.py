@@ -32,11 +32,11 @@ from tiergate.store.base import (
     Message,
     MessageState,
     NewMessage,
-    Outcome,
-    Receipt,
+    ReceiptUpdate,
     StoreCounters,
     StoreUnavailable,
     WorkerIdentity,
+    WorkerOutcome,
 )
 from tiergate.store.ids import new_ids
 from tiergate.store.migrations import POSTGRES_MIGRATIONS
@@ -130,6 +130,7 @@ class PostgresStore(d.DialectStore):
     greatest = "GREATEST"
     migrations = POSTGRES_MIGRATIONS
     version_time_type = "TIMESTAMPTZ"
+    json_text = "{column} ->> '{key}'"
 
     def __init__(self, pool: asyncpg.Pool, clock: c.Clock) -> None:
         self._pool = pool
@@ -313,7 +314,7 @@ class PostgresStore(d.DialectStore):
         )
 
     def apply_transition(
-        self, t: lc.Transition, group: list[tuple[int, Outcome]], now: float
+        self, t: lc.Transition, group: list[tuple[int, WorkerOutcome]], now: float
     ) -> d.Flow[list[tuple[int, Any]]]:
         """One statement for the whole group, over arrays."""
         args: list[Any] = [[i for i, _ in group], [o.id for _, o in group], [o.owner for _, o in group]]
@@ -330,7 +331,9 @@ class PostgresStore(d.DialectStore):
                 (_RECEIPT_LOCK_CLASS, keys),
             )
 
-    def apply_receipts(self, receipts: list[Receipt], now: float, keep: bool) -> d.Flow[list[Message | None]]:
+    def apply_receipts(
+        self, receipts: list[ReceiptUpdate], now: float, keep: bool
+    ) -> d.Flow[list[Message | None]]:
         """One set-based UPDATE for the batch, then a look-up of the rest."""
         ts = _ts(now)
         # The first receipt for an SMSC id wins within a batch. The ids go in as an array

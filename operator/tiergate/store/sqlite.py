@@ -31,11 +31,11 @@ from tiergate.store.base import (
     Message,
     MessageState,
     NewMessage,
-    Outcome,
-    Receipt,
+    ReceiptUpdate,
     StoreCounters,
     StoreUnavailable,
     WorkerIdentity,
+    WorkerOutcome,
 )
 from tiergate.store.ids import new_ids
 from tiergate.store.migrations import SQLITE_MIGRATIONS
@@ -115,6 +115,7 @@ class SQLiteStore(d.DialectStore):
     greatest = "MAX"
     migrations = SQLITE_MIGRATIONS
     version_time_type = "REAL"
+    json_text = "json_extract({column}, '$.{key}')"
 
     def __init__(self, path: str, clock: c.Clock, busy_timeout: float) -> None:
         self._path = path
@@ -367,7 +368,7 @@ class SQLiteStore(d.DialectStore):
         )
 
     def apply_transition(
-        self, t: lc.Transition, group: list[tuple[int, Outcome]], now: float
+        self, t: lc.Transition, group: list[tuple[int, WorkerOutcome]], now: float
     ) -> d.Flow[list[tuple[int, Any]]]:
         """One UPDATE per outcome (each is a statement step in the writer thread)."""
         sql, sources = _transition_sql(t)
@@ -382,7 +383,9 @@ class SQLiteStore(d.DialectStore):
                 applied.append((i, None))
         return applied
 
-    def apply_receipts(self, receipts: list[Receipt], now: float, keep: bool) -> d.Flow[list[Message | None]]:
+    def apply_receipts(
+        self, receipts: list[ReceiptUpdate], now: float, keep: bool
+    ) -> d.Flow[list[Message | None]]:
         """Receipt by receipt: the submitted message moves, a known one is answered as is."""
         found: list[Message | None] = []
         events: list[lc.Event] = []

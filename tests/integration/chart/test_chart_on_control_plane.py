@@ -32,6 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.plugins.operator import example_fleet, get_tier, kubectl, wait_for
 from tests.unit.chart.chart_helm import CHART, VARIANTS, helm, render, source_docs
 
+from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tiergate.devcluster.cluster import LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -185,7 +186,7 @@ def rbac_grants(kind: str) -> set[Grant]:
 
 def remove_tiers(custom: client.CustomObjectsApi, namespace: str) -> None:
     """Delete the namespace's SenderTiers; drop the finalizer if no operator removes it in time."""
-    group = ("tiergate.io", "v1alpha1", namespace, "sendertiers")
+    group = (GROUP, VERSION, namespace, PLURAL)
     try:
         tiers = custom.list_namespaced_custom_object(*group)["items"]
     except ApiException as exc:

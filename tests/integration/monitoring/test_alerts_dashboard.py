@@ -41,6 +41,7 @@ from tests.plugins.operator import (
 from tests.plugins.prometheus import PrometheusServer, prometheus_binary
 from tests.unit.monitoring.exported_metrics import one_per_family
 
+from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tiergate.domain.revision import revision_of
 from tiergate.monitoring.prometheus_config import scrape_config
 
@@ -284,7 +285,7 @@ def demo(
         procs.stop()
         prom.stop()
         client.CustomObjectsApi(kube_api).delete_collection_namespaced_custom_object(
-            "tiergate.io", "v1alpha1", namespace, "sendertiers"
+            GROUP, VERSION, namespace, PLURAL
         )
         core.delete_namespace(namespace)
 

@@ -26,6 +26,7 @@ from tests.plugins.operator import (
     wait_for,
 )
 
+from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tiergate.domain.revision import revision_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -154,7 +155,7 @@ def test_deleting_a_tier_garbage_collects_its_deployment_and_pods(
     create_tiers(kube_api, namespace, [doc])
     wait_for(lambda: tier_ready(kube_api, namespace, "bulk"), timeout=120, what="bulk Ready")
     client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
-        "tiergate.io", "v1alpha1", namespace, "sendertiers", "bulk"
+        GROUP, VERSION, namespace, PLURAL, "bulk"
     )
     wait_for(
         lambda: _deployment(kube_api, namespace, "bulk") is None, timeout=60, what="Deployment collected"

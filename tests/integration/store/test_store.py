@@ -17,6 +17,7 @@ from tiergate.store import (
     NewMessage,
     NewReplayJob,
     NotFound,
+    ReceiptUpdate,
     Release,
     ReplayState,
     RetryLater,
@@ -25,9 +26,6 @@ from tiergate.store import (
     Submitted,
     WorkerIdentity,
     open_store,
-)
-from tiergate.store import (
-    Receipt as StoreReceipt,
 )
 
 W1 = WorkerIdentity("w1", "tier-0", "rev-a")
@@ -295,7 +293,8 @@ async def test_history_keeps_each_detail_as_data_and_as_its_sentence(store: Stor
     [r] = await store.enqueue([msg()])
     await store.lease("otp", W1, 1, 30)
     assert await store.retry_later(r.id, "w1", at(clock), "ESME_RTHROTTLED")
-    await store.lease("otp", W2, 1, 30)
+    clock.advance(1)
+    assert [m.id for m in await store.lease("otp", W2, 1, 30)] == [r.id]
     assert await store.release(r.id, "w2")
     await store.lease("otp", W2, 1, 30)
     assert await store.discard(r.id, "w2", "expired")
@@ -325,6 +324,38 @@ async def test_history_keeps_each_detail_as_data_and_as_its_sentence(store: Stor
         {"event": "retry", "error": "ESME_RTHROTTLED"},
     ]
     assert view.history[-1].data == {"event": "receipt", "receipt": "stat=UNDELIV err=034"}
+
+
+async def test_the_bulk_read_tells_each_fate_and_which_revisions_leased_it(
+    store: Store, clock: FakeClock
+) -> None:
+    ids = {r.id for r in await store.enqueue([msg(), msg(), msg()])}
+    a, b = (m.id for m in await store.lease("otp", W1, 2, 30))
+    [c] = ids - {a, b}
+    assert await store.retry_later(a, "w1", at(clock), "timeout")
+    assert await store.mark_submitted(b, "w1", "up-b")
+    await store.record_receipt("up-b", True, "DELIVRD")
+    delivered_at = at(clock)
+    clock.advance(1)
+    leased = {m.id for m in await store.lease("otp", W2, 2, 30)}
+    assert leased == {a, c}
+    assert await store.discard(c, "w2", "expired")
+    fates = {f.id: f for f in await store.message_fates({"rev-a", "rev-z"})}
+    assert {i: (f.state, f.leased_by, f.replay_count) for i, f in fates.items()} == {
+        a: (MessageState.IN_FLIGHT, frozenset({"rev-a"}), 0),
+        b: (MessageState.DELIVERED, frozenset({"rev-a"}), 0),
+        c: (MessageState.DISCARDED, frozenset(), 0),
+    }
+    assert fates[b].delivered_at == delivered_at
+    assert fates[a].delivered_at is None
+    both = {f.id: f.leased_by for f in await store.message_fates({"rev-a", "rev-b"})}
+    assert both[a] == frozenset({"rev-a", "rev-b"})
+    assert {f.leased_by for f in await store.message_fates(())} == {frozenset()}
+    assert await store.count_states() == {
+        MessageState.IN_FLIGHT: 1,
+        MessageState.DELIVERED: 1,
+        MessageState.DISCARDED: 1,
+    }
 
 
 async def test_receipts_update_state_even_when_they_come_first(store: Store) -> None:
@@ -359,10 +390,10 @@ async def test_a_batch_of_receipts_applies_each_once_the_first_of_a_repeated_id_
     await store.complete([Submitted(a, "w1", "up-a"), Submitted(b, "w1", "up-b")])
     found = await store.record_receipts(
         [
-            StoreReceipt("up-a", True, "DELIVRD"),
-            StoreReceipt("up-b", False, "stat=UNDELIV err=034"),
-            StoreReceipt("up-a", False, "stat=REJECTD err=001"),
-            StoreReceipt("up-x", True, "DELIVRD"),
+            ReceiptUpdate("up-a", True, "DELIVRD"),
+            ReceiptUpdate("up-b", False, "stat=UNDELIV err=034"),
+            ReceiptUpdate("up-a", False, "stat=REJECTD err=001"),
+            ReceiptUpdate("up-x", True, "DELIVRD"),
         ]
     )
     assert [m.id if m else None for m in found] == [a, b, a, None]

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from store_helpers import msg
 
-from tiergate.store import MessageState, Receipt, Store, Submitted, WorkerIdentity
+from tiergate.store import MessageState, ReceiptUpdate, Store, Submitted, WorkerIdentity
 
 W = WorkerIdentity("w-race", "tier-0", "rev-a")
 
@@ -32,7 +32,7 @@ async def test_outcome_and_receipt_racing_always_end_delivered(
             assert await outcomes_store.complete([Submitted(mid, W.owner, up)]) == [True]
 
         async def receipt(up: str) -> None:
-            await receipts_store.record_receipts([Receipt(up, True, "DELIVRD")])
+            await receipts_store.record_receipts([ReceiptUpdate(up, True, "DELIVRD")])
 
         pairs = []
         for i, mid in enumerate(ids):

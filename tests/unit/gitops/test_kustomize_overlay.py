@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tiergate.api.v1alpha1 import SenderTier
+from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION, SenderTier
 from tiergate.domain.revision import revision_of
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -100,7 +100,7 @@ def test_the_rendered_fleet_passes_the_crd_on_a_real_api_server(
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("serverside-applied (server dry run)") == len(docs), done.stdout
     stored = client.CustomObjectsApi(kube_api).list_namespaced_custom_object(
-        "tiergate.io", "v1alpha1", namespace, "sendertiers"
+        GROUP, VERSION, namespace, PLURAL
     )
     assert stored["items"] == []
 
