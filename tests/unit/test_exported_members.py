@@ -63,6 +63,9 @@ PUBLIC = {
         "StoreError",
         "StoreUnavailable",
         "Submitted",
+        "WebhookBacklog",
+        "WebhookEvent",
+        "WebhookResult",
         "WorkerIdentity",
         "WorkerOutcome",
         "new_id",
@@ -73,6 +76,7 @@ PUBLIC = {
         "PermanentError",
         "ThrottledError",
         "TransientError",
+        "UnavailableError",
         "UpstreamError",
     ],
 }
@@ -86,6 +90,7 @@ SUBPACKAGES = [
     "domain",
     "drill",
     "errors",
+    "httpbody",
     "httpserver",
     "monitoring",
     "replay",
@@ -101,6 +106,7 @@ ERRORS = [
     "ThrottledError",
     "TiergateError",
     "TransientError",
+    "UnavailableError",
 ]
 
 
