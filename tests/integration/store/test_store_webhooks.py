@@ -18,7 +18,7 @@ from tiergate.store import (
     DiscardFilter,
     MessageState,
     NewReplayJob,
-    Receipt,
+    ReceiptUpdate,
     RetryLater,
     Store,
     Submitted,
@@ -47,7 +47,7 @@ async def test_every_customer_visible_change_writes_one_event_in_its_transaction
     [silent] = await store.enqueue([msg(body="no hook")])
     assert {m.id for m in await store.lease("otp", W, 10, 30)} == {a.id, silent.id}
     await store.complete([Submitted(a.id, W.owner, "up-a"), Submitted(silent.id, W.owner, "up-s")])
-    await store.record_receipts([Receipt("up-a", False, "stat=UNDELIV err=001")])
+    await store.record_receipts([ReceiptUpdate("up-a", False, "stat=UNDELIV err=001")])
     events = await store.webhook_events(a.id)
     assert [(e.state, e.reason) for e in events] == [("submitted", None), ("failed", "stat=UNDELIV err=001")]
     assert all(e.status == "pending" and e.callback_url == HOOK and e.client_ref == "ref-1" for e in events)
@@ -76,7 +76,7 @@ async def test_claims_give_one_event_per_message_in_order_and_lapse(store: Store
     [a] = await store.enqueue([msg()._replace(callback_url=HOOK)])
     await _lease_one(store)
     await store.complete([Submitted(a.id, W.owner, "up-a")])
-    await store.record_receipts([Receipt("up-a", True)])
+    await store.record_receipts([ReceiptUpdate("up-a", True)])
     [first] = await store.claim_webhook_events(10, lease=30)
     assert first.state == "submitted"
     assert await store.claim_webhook_events(10, lease=30) == []
@@ -157,7 +157,7 @@ async def test_receipt_timeout_moves_submitted_to_unknown_once_and_a_late_receip
     assert view is not None
     assert (view.message.state, view.message.last_error) == (MessageState.UNKNOWN, "receipt-timeout")
     assert view.history[-1].state is MessageState.UNKNOWN
-    await one.record_receipts([Receipt(f"up-{a.id}", True)])
+    await one.record_receipts([ReceiptUpdate(f"up-{a.id}", True)])
     view = await one.get(a.id)
     assert view is not None
     assert view.message.state is MessageState.DELIVERED
