@@ -38,7 +38,7 @@ from tiergate.sender.webhooks import Dispatcher  # noqa: E402
 from tiergate.store import (  # noqa: E402
     Encoding,
     NewMessage,
-    Receipt,
+    ReceiptUpdate,
     Store,
     Submitted,
     WorkerIdentity,
@@ -111,7 +111,7 @@ async def _drive(store: Store, total: int, url: str | None) -> float:
     start = time.perf_counter()
     while leased := await store.lease("bulk", me, CHUNK, 60):
         await store.complete([Submitted(m.id, me.owner, "u" + m.id) for m in leased])
-        await store.record_receipts([Receipt("u" + m.id, True) for m in leased])
+        await store.record_receipts([ReceiptUpdate("u" + m.id, True) for m in leased])
     return total / (time.perf_counter() - start)
 
 
