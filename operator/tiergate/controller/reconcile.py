@@ -24,7 +24,15 @@ from tiergate.api.annotations import (
     ANNOTATION_RETRY,
     ANNOTATION_UNTESTED_RELEASE,
 )
-from tiergate.api.v1alpha1 import Check, HistoryEntry, Phase, ReplayJobStatus, SenderTier, SenderTierStatus
+from tiergate.api.v1alpha1 import (
+    Check,
+    HistoryEntry,
+    OnFleetHalt,
+    Phase,
+    ReplayJobStatus,
+    SenderTier,
+    SenderTierStatus,
+)
 from tiergate.clients.kube import Kube
 from tiergate.clients.probe import probe_all
 from tiergate.clients.prometheus import Prometheus
@@ -113,7 +121,17 @@ def peer_from(body: Mapping[str, Any]) -> Peer:
         release=str(spec.get("release") or revision),
         history=history,
         halt_release=halt.get("release") if halt and not halt.get("haltedBy") else None,
+        current_revision=status.get("currentRevision"),
+        on_fleet_halt=_on_fleet_halt(spec.get("onFleetHalt")),
     )
+
+
+def _on_fleet_halt(raw: Any) -> OnFleetHalt:
+    """A peer's fleet policy; anything unreadable counts as the default, Rollback."""
+    try:
+        return OnFleetHalt(raw)
+    except ValueError:
+        return OnFleetHalt.ROLLBACK
 
 
 def _history(raw: Any) -> list[HistoryEntry]:

@@ -40,6 +40,10 @@ TICK_SECONDS = 5.0
 # Settled phases wait for a change (watch events wake them at once) and only re-check slowly.
 IDLE_SECONDS = 30.0
 HALTED_PHASES = (Phase.HALTED, Phase.ROLLED_BACK)
+# A fleet rollback waits at most this long after the halt for higher tiers to record theirs,
+# looking again every FLEET_ORDER_POLL seconds.
+FLEET_ORDER_WAIT = 5.0
+FLEET_ORDER_POLL = 0.2
 
 
 class Source(enum.StrEnum):
@@ -114,6 +118,8 @@ class Peer:
     release: str = ""
     history: tuple[HistoryEntry, ...] = ()
     halt_release: str | None = None
+    current_revision: str | None = None
+    on_fleet_halt: OnFleetHalt = OnFleetHalt.ROLLBACK
 
     @property
     def halted(self) -> bool:
@@ -138,6 +144,28 @@ class Peer:
     def halted_on(self) -> str | None:
         """The release this tier's own halt (not one the fleet policy made) is on, while halted."""
         return self.halt_release if self.halted else None
+
+    def runs(self, release: str) -> bool:
+        """True when this tier's Deployment runs ``release`` or is rolling it out (as its status says)."""
+        if self.halted:
+            return False
+        if self.phase in (Phase.PROGRESSING, Phase.BAKING) and self.release == release:
+            return True
+        running = rel.release_of_revision(self.history, self.current_revision)
+        if (
+            running is None
+            and self.current_revision is not None
+            and self.current_revision == self.spec_revision
+        ):
+            running = self.release
+        return running == release
+
+    def halted_at(self, release: str) -> datetime | None:
+        """When this tier's newest run of ``release`` halted, or None."""
+        for entry in reversed(self.history):
+            if entry.release == release:
+                return entry.halted_at
+        return None
 
 
 @dataclass(frozen=True)
@@ -932,7 +960,41 @@ def _fail(
 def _fleet_acts(ctx: Context) -> Decision | None:
     """The fleet policy's decision when another tier halted on a release this one runs, or None."""
     halt = fleet_halt(ctx)
-    return None if halt is None else _fleet_policy(ctx, *halt)
+    if halt is None:
+        return None
+    if ctx.tier.spec.on_fleet_halt is OnFleetHalt.ROLLBACK and _higher_tiers_first(ctx, *halt):
+        return _stay(ctx)
+    return _fleet_policy(ctx, *halt)
+
+
+def _higher_tiers_first(ctx: Context, peer: Peer, bad: str) -> bool:
+    """True while a higher-order tier on ``bad`` has still to record its own fleet rollback.
+
+    Priority traffic is restored first: a tier rolls back only once every higher tier that runs the
+    release and rolls back has written its rollback (one status write, not its pods), for at most
+    ``FLEET_ORDER_WAIT`` seconds after the halt, so a tier that never acts holds nobody up.
+    """
+    halted_at = peer.halted_at(bad)
+    if halted_at is None or (ctx.now - halted_at).total_seconds() >= FLEET_ORDER_WAIT:
+        return False
+    me = ctx.tier.metadata.name
+    return any(
+        p.order > ctx.tier.spec.order
+        and p.name != me
+        and p.on_fleet_halt is OnFleetHalt.ROLLBACK
+        and p.runs(bad)
+        for p in ctx.peers
+    )
+
+
+def _stay(ctx: Context) -> Decision:
+    """Change nothing and look again shortly (the fleet policy waits for a higher tier's write)."""
+    status = ctx.tier.status
+    if status.phase in (Phase.PROGRESSING, Phase.BAKING):
+        intent = DeploymentIntent(Source.SPEC, ctx.spec_revision, ctx.tier.spec.replicas)
+    else:
+        intent = _hold(ctx)
+    return Decision(status=status, deployment=intent, requeue_after=FLEET_ORDER_POLL)
 
 
 def _fleet_policy(ctx: Context, peer: Peer, bad: str) -> Decision | None:

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from tests.unit.domain.rollout_cases import NEW, R_NEW, R_OLD, T0, ctx, ready, step
 
-from tiergate.api.v1alpha1 import During, HistoryEntry, Phase, SenderTier
+from tiergate.api.v1alpha1 import During, HistoryEntry, OnFleetHalt, Phase, SenderTier
 from tiergate.domain import release as rel
 from tiergate.domain.checks import Observation, Result
 from tiergate.domain.rollout import (
+    FLEET_ORDER_POLL,
+    FLEET_ORDER_WAIT,
     Context,
     Peer,
     Requests,
@@ -429,6 +431,60 @@ def test_fleet_rollback_reaches_lower_tiers_too_and_a_watching_one_says_watch() 
     )
     _, d = step(c)
     assert d.status.phase is Phase.ROLLED_BACK and d.status.halt and d.status.halt.during is During.WATCH
+
+
+def standard_on_new(**kw: Any) -> Peer:
+    """A tier of order 1 that runs the halted release (signed off on it), with the default policy."""
+    return Peer(
+        "standard",
+        1,
+        R_NEW,
+        R_NEW,
+        Phase.SIGNED_OFF,
+        release=R_NEW,
+        history=hist(entry(R_OLD, signedOffAt=-90), entry(R_NEW, signedOffAt=-10)),
+        current_revision=R_NEW,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    ("above", "now", "waits"),
+    [
+        (standard_on_new(), T0, True),
+        (replace(standard_on_new(), phase=Phase.ROLLED_BACK), T0, False),
+        (standard_on_new(on_fleet_halt=OnFleetHalt.HOLD), T0, False),
+        (
+            replace(standard_on_new(), current_revision=R_OLD, history=hist(entry(R_OLD, signedOffAt=-90))),
+            T0,
+            False,
+        ),
+        (standard_on_new(), at(FLEET_ORDER_WAIT), False),
+    ],
+    ids=[
+        "higher-tier-still-on-R",
+        "higher-tier-rolled-back",
+        "higher-tier-holds",
+        "higher-tier-not-on-R",
+        "waited-long-enough",
+    ],
+)
+def test_a_fleet_rollback_waits_for_the_higher_tiers_on_the_release_to_record_theirs(
+    above: Peer, now: datetime, waits: bool
+) -> None:
+    c = ctx(
+        tier(status=running_new(), order=0, name="bulk"),
+        now=now,
+        deployment=ready(R_NEW),
+        peers=(halted_peer("priority", 2), above),
+    )
+    _, d = step(c)
+    if waits:
+        assert d.status.phase is Phase.SIGNED_OFF and d.status.halt is None and not d.events
+        assert d.deployment.source is Source.SIGNED_OFF and d.deployment.revision == R_NEW
+        assert d.requeue_after == FLEET_ORDER_POLL
+    else:
+        assert d.status.phase is Phase.ROLLED_BACK and d.deployment.revision == R_OLD
 
 
 @pytest.mark.parametrize(
