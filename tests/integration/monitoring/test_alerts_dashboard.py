@@ -185,7 +185,8 @@ def demo(
             "api",
             *("sender", "api", "--store", store, "--host", "127.0.0.1", "--port", str(api_port)),
             *("--tokens-file", str(workdir / "api-tokens"), "--customer-rate", "50"),
-            env={"TIERGATE_TRAFFIC_CLASSES": "bulk"},
+            # Batches of at most 50, so the customer bucket's burst is one second of its rate.
+            env={"TIERGATE_TRAFFIC_CLASSES": "bulk", "TIERGATE_MAX_BATCH": "50"},
         )
         procs.start(
             "replay",
@@ -250,8 +251,10 @@ def demo(
         malformed = {**headers, "Content-Type": "application/json"}
         assert httpx.post(f"{api_url}/v1/messages", content=b"{", headers=malformed).status_code == 400
         message = {"sender_id": "TIERGATE", "body": "hi", "traffic_class": "bulk"}
-        burst = [{**message, "destination": f"+49151123{n:05d}"} for n in range(60)]
-        answer = httpx.post(f"{api_url}/v1/messages:batch", json={"messages": burst}, headers=headers)
+        # Two batches of 40 in the same second: the first fits the burst of 50, the second does not.
+        for first in (0, 40):
+            burst = [{**message, "destination": f"+49151123{first + n:05d}"} for n in range(40)]
+            answer = httpx.post(f"{api_url}/v1/messages:batch", json={"messages": burst}, headers=headers)
         assert answer.status_code == 429, answer.text
 
         env = {"TIERGATE_REPLAY_URL": replay_url, "TIERGATE_REPLAY_TOKEN": REPLAY_TOKEN}
