@@ -142,6 +142,10 @@ def api(
     Tokens also come from TIERGATE_API_TOKENS (token=customer,...); traffic classes from
     TIERGATE_TRAFFIC_CLASSES; limits from TIERGATE_MAX_SEGMENTS and TIERGATE_MAX_BATCH.
     """
+    # prometheus_client opens its files for unlabelled metrics at import: a shared metrics
+    # directory must exist before tiergate.sender.api (and so its metrics) is imported.
+    if metrics_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.makedirs(metrics_dir, exist_ok=True)
     from tiergate.sender.api import run_api
     from tiergate.sender.processes import run_api_processes
     from tiergate.sender.settings import api_settings
