@@ -12,7 +12,7 @@ import pytest
 from tiergate.domain.messages import Rules
 from tiergate.sender.api import IngestApi
 from tiergate.sender.settings import ApiSettings, api_settings, parse_tokens
-from tiergate.store import Store, open_store
+from tiergate.store import Store
 
 TOKENS = "tok-a=cust-a,tok-b=cust-b"
 RULES = Rules(
@@ -20,15 +20,6 @@ RULES = Rules(
 )
 GOOD = {"destination": "+4915112345678", "sender_id": "Acme", "body": "hello"}
 AUTH = {"authorization": "Bearer tok-a"}
-
-
-@pytest.fixture
-async def store(engine_url: str) -> AsyncIterator[Store]:
-    s = await open_store(engine_url)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def client_for(store: Store, **settings: object) -> tuple[IngestApi, httpx.AsyncClient]:

@@ -13,7 +13,6 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from tests.plugins.openapi import Contract, routes_of
 from tests.plugins.smsc import free_port, post_oversized
 
@@ -21,7 +20,7 @@ from tiergate.domain.messages import Rules
 from tiergate.httpserver import HttpServer
 from tiergate.sender.api import OPENAPI, IngestApi
 from tiergate.sender.settings import ApiSettings, parse_tokens
-from tiergate.store import Store, open_store
+from tiergate.store import Store
 
 DOC = Path(__file__).parents[3] / "docs" / "api" / "sender-openapi.json"
 RULES = Rules(traffic_classes=frozenset({"bulk"}), default_traffic_class="bulk", max_batch=5)
@@ -34,15 +33,6 @@ EXEMPT = {
     ("/v1/messages/{id}", "GET", "503"),
     ("/readyz", "GET", "503"),
 }
-
-
-@pytest.fixture
-async def store(engine_url: str) -> AsyncIterator[Store]:
-    s = await open_store(engine_url)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @contextlib.asynccontextmanager

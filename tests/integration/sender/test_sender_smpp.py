@@ -17,22 +17,13 @@ from tiergate.sender.retry import RetryPolicy
 from tiergate.sender.smsc import TestSmsc
 from tiergate.sender.upstream import Upstream
 from tiergate.sender.worker import Worker, WorkerOptions
-from tiergate.store import Encoding, MessageState, NewMessage, Store, WorkerIdentity, open_store
+from tiergate.store import Encoding, MessageState, NewMessage, Store, WorkerIdentity
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.2)
 
 
 def new(i: int, destination: str = "+4915112345678") -> NewMessage:
     return NewMessage("cust-1", "bulk", destination, "Acme", f"msg {i}", Encoding.GSM7, 1)
-
-
-@pytest.fixture
-async def store(engine_url: str) -> AsyncIterator[Store]:
-    s = await open_store(engine_url)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @contextlib.asynccontextmanager
