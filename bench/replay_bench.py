@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
 from tiergate.store import Discard, Encoding, NewMessage, Store, WorkerIdentity, open_store  # noqa: E402
+from tiergate_kits.helpers import free_port  # noqa: E402
 
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 TOKEN = "bench-oncall"
 CLASS = "bulk"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:

@@ -48,7 +48,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,18 +65,13 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
 
 from tiergate.domain.messages import slow_destination  # noqa: E402
 from tiergate.store import MessageState, open_store  # noqa: E402
+from tiergate_kits.helpers import free_port  # noqa: E402
 
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 TOKEN = "bench-token"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 COUNTRIES = ("+49151{:08d}", "+447400{:06d}", "+1201{:07d}", "+336{:08d}")
 PHASE_OFFSET = {"single": 0, "batch": 10_000_000, "e2e": 20_000_000, "paced": 30_000_000}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stat(pid: int) -> list[str]:

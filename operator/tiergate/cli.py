@@ -1,6 +1,7 @@
 """The ``tiergate`` command: one entry point whose verbs each belong to a layer below.
 
-Every component (operator, sender API and workers, replay, the local dev cluster) is started
+Every component (operator, sender API and workers, replay; in a checkout also the local dev
+cluster and the drill, from `tiergate_kits`) is started
 through this one console script, so that a container image needs a single entry point.
 A verb imports only its own layer: a worker pod starting ``tiergate sender worker`` does not
 pay for Kopf, the Kubernetes client and aiohttp, which only the operator needs.
@@ -9,6 +10,7 @@ pay for Kopf, the Kubernetes client and aiohttp, which only the operator needs.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import NamedTuple
 
@@ -26,9 +28,6 @@ class SubApp(NamedTuple):
 SUB_APPS: dict[str, SubApp] = {
     "operator": SubApp("tiergate.controller.cli", "app", "Run the SenderTier operator."),
     "sender": SubApp("tiergate.sender.cli", "app", "Run the sender ingest API or a tier's workers."),
-    "dev": SubApp(
-        "tiergate.devcluster.cli", "app", "A real local Kubernetes control plane for tests and demos."
-    ),
     "monitoring": SubApp("tiergate.monitoring.cli", "app", "Pod discovery and configuration for Prometheus."),
     "discards": SubApp(
         "tiergate.replay.cli", "discards_app", "See the discard log: list and count discarded messages."
@@ -38,8 +37,25 @@ SUB_APPS: dict[str, SubApp] = {
         "replay_app",
         "Replay discarded messages: run the service, start and steer jobs.",
     ),
-    "drill": SubApp("tiergate.drill.cli", "app", "The 2020 incident drill: baseline against tiergate."),
 }
+# The development kits' verbs (package `tiergate_kits`, beside this one in a checkout, not in
+# the wheel): mounted only where the kits are importable, so an installed tiergate has none.
+# Named here as strings, so the product never imports a kit (an import-linter contract).
+KIT_APPS: dict[str, SubApp] = {
+    "dev": SubApp(
+        "tiergate_kits.devcluster.cli", "app", "A real local Kubernetes control plane for tests and demos."
+    ),
+    "drill": SubApp("tiergate_kits.drill.cli", "app", "The 2020 incident drill: baseline against tiergate."),
+}
+
+
+def verb_apps() -> dict[str, SubApp]:
+    """Every mounted verb group: the product's, and the kits' when they are importable."""
+    if importlib.util.find_spec("tiergate_kits") is None:
+        return dict(SUB_APPS)
+    return {**SUB_APPS, **KIT_APPS}
+
+
 ONCALL_VERBS = frozenset({"status", "pause", "resume", "retry", "promote", "abort"})
 
 CRD_HEADER = (
@@ -74,7 +90,7 @@ def build_app(verb: str | None = None) -> typer.Typer:
     )
     # A group callback keeps ``tiergate crd`` a sub-command when it is the only one loaded.
     app.callback()(lambda: None)
-    for name, sub in SUB_APPS.items():
+    for name, sub in verb_apps().items():
         if verb is None or verb == name:
             sub_app = getattr(importlib.import_module(sub.module), sub.attr)
             app.add_typer(sub_app, name=name, help=sub.help)
@@ -90,5 +106,5 @@ def build_app(verb: str | None = None) -> typer.Typer:
 def main() -> None:
     """Console-script entry point."""
     verb = sys.argv[1] if len(sys.argv) > 1 else None
-    known = verb in SUB_APPS or verb in ONCALL_VERBS or verb == "crd"
+    known = verb in verb_apps() or verb in ONCALL_VERBS or verb == "crd"
     build_app(verb if known else None)()

@@ -10,7 +10,6 @@ import base64
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,8 +26,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.plugins.tools import SETUP, require_tool
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
-from tiergate.domain.checks import SUBMITS
 from tiergate.domain.revision import revision_of
+from tiergate_kits.helpers import free_port, poll, quick_checks, with_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
@@ -36,16 +35,9 @@ OPERATOR_NS = "tiergate-system"
 OPERATOR_SA = "tiergate-operator"
 
 
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def kubectl_path() -> str:
     """kubectl from the local control plane's cache, else from PATH."""
-    from tiergate.devcluster import build
+    from tiergate_kits.devcluster import build
 
     cached = build.bin_dir() / "kubectl"
     if cached.exists():
@@ -82,13 +74,9 @@ def wait_for(
 
     A callable ``what`` is asked at the timeout, so the message tells the state at the end.
     """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
+    done, last = poll(check, timeout, interval)
+    if done:
+        return last
     said = what() if callable(what) else what
     pytest.fail(f"timed out after {timeout}s waiting for {said or check}: last={last!r}")
 
@@ -478,15 +466,6 @@ class Traffic:
 FLEET_TIERS = ("bulk", "standard", "priority")
 
 
-def with_env(template: dict[str, Any], **env: str) -> dict[str, Any]:
-    """A copy of a pod template with extra environment on the worker container."""
-    out = copy.deepcopy(template)
-    container = out["spec"]["containers"][0]
-    container["env"] = [e for e in container.get("env", []) if e["name"] not in env]
-    container["env"] += [{"name": k, "value": v} for k, v in env.items()]
-    return out
-
-
 def phases(kube_api: client.ApiClient, namespace: str) -> dict[str, str | None]:
     """Each example-fleet tier's phase."""
     return {t: (get_tier(kube_api, namespace, t).get("status") or {}).get("phase") for t in FLEET_TIERS}
@@ -512,26 +491,6 @@ def release(
         patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"template": template}})
         revisions[doc["metadata"]["name"]] = revision_of(template)
     return revisions
-
-
-def quick_checks(window: str = "15s", min_evidence: int = 5) -> list[dict[str, Any]]:
-    """A deep readiness probe and the Prometheus error ratio of the tier's revision over ``window``."""
-    selector = 'tier="{tier}",revision="{revision}"'
-    return [
-        {"name": "deep-ready", "http": {"port": 8080, "path": "/readyz"}},
-        {
-            "name": "error-rate",
-            "prometheus": {
-                "query": f'(sum(rate({SUBMITS}{{{selector},result="error"}}[{window}])) or vector(0)) / '
-                f"sum(rate({SUBMITS}{{{selector}}}[{window}]))",
-                "max": 0.05,
-                "minEvidence": {
-                    "query": f"sum(increase({SUBMITS}{{{selector}}}[{window}]))",
-                    "min": min_evidence,
-                },
-            },
-        },
-    ]
 
 
 WINDOW = "15s"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,7 @@ import asyncpg
 import pytest
 
 from tests.plugins.tools import SETUP, missing_tool
+from tiergate_kits.helpers import free_port
 
 ENV_DSN = "TIERGATE_TEST_POSTGRES_DSN"
 
@@ -40,12 +40,6 @@ def _bindir() -> Path | None:
     return Path(found).resolve().parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class _LocalServer:
     """One throwaway PostgreSQL cluster."""
 
@@ -53,7 +47,7 @@ class _LocalServer:
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="tiergate-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_root = os.geteuid() == 0
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")

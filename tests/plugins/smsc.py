@@ -24,15 +24,11 @@ import httpx
 import pytest
 
 from tiergate.sender.smsc import TestSmsc
+from tiergate_kits.helpers import free_port
+
+__all__ = ["free_port"]  # re-exported: the sender and replay tests import it from here
 
 TIERGATE = [str(Path(sys.executable).parent / "tiergate")]
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -35,7 +35,6 @@ from tests.plugins.operator import (
     free_port,
     get_tier,
     patch_tier,
-    quick_checks,
     wait_for,
 )
 from tests.plugins.prometheus import PrometheusServer, prometheus_binary
@@ -44,6 +43,7 @@ from tests.unit.monitoring.exported_metrics import one_per_family
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tiergate.domain.revision import revision_of
 from tiergate.monitoring.prometheus_config import scrape_config
+from tiergate_kits.helpers import quick_checks
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(1200)]
 

@@ -12,7 +12,7 @@ bake and reaches every tier; the watch after sign-off and the fleet policy must 
 
 While a run goes, samplers record pods, Deployments, SenderTier status and queue depth; at the
 end every accepted message is looked up in the store (through `Store`, so on either engine).
-Nothing is judged here: the recording goes to `tiergate.drill.analysis`.
+Nothing is judged here: the recording goes to `tiergate_kits.drill.analysis`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from kubernetes.client.exceptions import ApiException
 
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION, SenderTier
 from tiergate.clients.replay import ReplayClient
-from tiergate.domain.checks import SUBMITS
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, deployment_manifest
-from tiergate.drill.analysis import (
+from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, StoreError, open_store
+from tiergate_kits.drill.analysis import (
     MARK_DETECTED,
     MARK_HALTED,
     MARK_HUMAN,
@@ -57,11 +57,19 @@ from tiergate.drill.analysis import (
     Window,
     first_mark,
 )
-from tiergate.drill.stack import CLASSES, ONCALL_TOKEN, ROOT, RunStack, SharedStack, StackError, wait_until
-from tiergate.drill.traffic import Traffic, customer_tokens
-from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, StoreError, open_store
+from tiergate_kits.drill.stack import (
+    CLASSES,
+    ONCALL_TOKEN,
+    ROOT,
+    RunStack,
+    SharedStack,
+    StackError,
+    wait_until,
+)
+from tiergate_kits.drill.traffic import Traffic, customer_tokens
+from tiergate_kits.helpers import quick_checks, with_env
 
-log = logging.getLogger("tiergate.drill")
+log = logging.getLogger("tiergate_kits.drill")
 
 MODES = ("baseline", "tiergate")
 SCENARIOS = ("no-bind", "fail-share", "late-failure")
@@ -134,20 +142,7 @@ def fleet_docs(settings: Settings, mode: str) -> list[dict[str, Any]]:
     docs = [
         d for d in yaml.safe_load_all((ROOT / "examples" / "fleet" / "sendertiers.yaml").read_text()) if d
     ]
-    selector = 'tier="{tier}",revision="{revision}"'
-    window = f"{settings.error_window}s"
-    checks = [
-        {"name": "deep-ready", "http": {"port": 8080, "path": "/readyz", "minRatio": 1}},
-        {
-            "name": "error-rate",
-            "prometheus": {
-                "query": f'(sum(rate({SUBMITS}{{{selector},result="error"}}[{window}])) or vector(0)) / '
-                f"sum(rate({SUBMITS}{{{selector}}}[{window}]))",
-                "max": 0.05,
-                "minEvidence": {"query": f"sum(increase({SUBMITS}{{{selector}}}[{window}]))", "min": 10},
-            },
-        },
-    ]
+    checks = quick_checks(f"{settings.error_window}s", min_evidence=10, min_ratio=1)
     for doc in docs:
         spec = doc["spec"]
         spec["replicas"] = settings.replicas
@@ -162,15 +157,6 @@ def fleet_docs(settings: Settings, mode: str) -> list[dict[str, Any]]:
         spec["replay"] = {"auto": mode == "tiergate"}
         spec["template"] = with_env(spec["template"], TIERGATE_MAX_ATTEMPTS=str(settings.max_attempts))
     return docs
-
-
-def with_env(template: Mapping[str, Any], **env: str) -> dict[str, Any]:
-    """A copy of a pod template with extra environment on the worker container."""
-    out = copy.deepcopy(dict(template))
-    container = out["spec"]["containers"][0]
-    container["env"] = [e for e in container.get("env", []) if e["name"] not in env]
-    container["env"] += [{"name": k, "value": v} for k, v in env.items()]
-    return out
 
 
 def bad_env(scenario: str, settings: Settings) -> dict[str, str]:

@@ -36,8 +36,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tiergate.devcluster import build
-from tiergate.devcluster.pki import CertificateAuthority, CertPair, service_account_keys
+from tiergate_kits.devcluster import build
+from tiergate_kits.devcluster.pki import CertificateAuthority, CertPair, service_account_keys
+from tiergate_kits.helpers import free_port
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,6 @@ spec:
 
 class ClusterError(Exception):
     """The local control plane could not be started."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -293,7 +288,7 @@ class LocalCluster:
         for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"):
             port = self.state.ports.get(name)
             if port is None or not self._port_free(port):
-                self.state.ports[name] = _free_port()
+                self.state.ports[name] = free_port()
         if not self.state.pod_cidr:
             self.state.pod_cidr = f"127.{random.randint(10, 250)}.0.0/16"
         self.state.nodes = self.nodes
@@ -469,7 +464,7 @@ class LocalCluster:
             [
                 sys.executable,
                 "-m",
-                "tiergate.devcluster",
+                "tiergate_kits.devcluster",
                 "pod-runner",
                 f"--kubeconfig={self.kubeconfig}",
                 f"--workdir={self.workdir}",
@@ -537,7 +532,7 @@ class LocalCluster:
             pid = self.state.pids.get(name)
             if not pid:
                 continue
-            marker = "tiergate.devcluster" if name == "pod-runner" else name
+            marker = "tiergate_kits.devcluster" if name == "pod-runner" else name
             proc = self._procs.get(name)
             if proc is None and not _alive(pid, marker):
                 continue
@@ -570,5 +565,5 @@ class LocalCluster:
         for name in self.COMPONENTS:
             pid = self.state.pids.get(name)
             if pid:
-                marker = "tiergate.devcluster" if name == "pod-runner" else name
+                marker = "tiergate_kits.devcluster" if name == "pod-runner" else name
                 yield name, pid, _alive(pid, marker)

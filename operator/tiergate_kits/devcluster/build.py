@@ -332,7 +332,7 @@ def build(force: bool = False, group: str = "core") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tiergate.devcluster.build``."""
+    """Entry point of ``python -m tiergate_kits.devcluster.build``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--force", action="store_true", help="rebuild even when stamped")
     parser.add_argument("--group", choices=sorted(GROUPS), default="core", help="which binaries to build")
