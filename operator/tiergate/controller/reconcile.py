@@ -238,17 +238,28 @@ async def converge(
     if template is None:
         return f"the signed-off revision {intent.revision} has no ControllerRevision to roll back to"
     assert intent.revision is not None
-    manifest = deployment_manifest(tier, template, intent.revision, intent.replicas)
-    if current.applied != manifest["metadata"]["annotations"][ANNOTATION_APPLIED]:
-        await runtime.kube.apply_deployment(manifest)
-        log.info(
-            "Applied Deployment sendertier=%s/%s revision=%s replicas=%d",
-            ns,
-            name,
-            intent.revision,
-            intent.replicas,
-        )
+    await _apply(
+        runtime, tier, deployment_manifest(tier, template, intent.revision, intent.replicas), current
+    )
     return None
+
+
+async def _apply(
+    runtime: Runtime, tier: SenderTier, manifest: Mapping[str, Any], current: DeploymentView
+) -> None:
+    """Apply a tier's Deployment unless the one in place was applied from the same fields."""
+    meta, spec = manifest["metadata"], manifest["spec"]
+    if current.applied == meta["annotations"][ANNOTATION_APPLIED]:
+        return
+    await runtime.kube.apply_deployment(manifest)
+    log.info(
+        "Applied Deployment sendertier=%s/%s deployment=%s revision=%s replicas=%d",
+        tier.metadata.namespace,
+        tier.metadata.name,
+        meta["name"],
+        meta["labels"][LABEL_REVISION],
+        spec["replicas"],
+    )
 
 
 async def converge_canary(
@@ -269,16 +280,9 @@ async def converge_canary(
             await runtime.kube.scale_deployment(ns, canary_name(name), 0)
             log.info("Scaled canary Deployment to 0 sendertier=%s/%s", ns, name)
         return
-    manifest = canary_manifest(tier, raw_spec["template"], intent.revision, intent.replicas)
-    if current.applied != manifest["metadata"]["annotations"][ANNOTATION_APPLIED]:
-        await runtime.kube.apply_deployment(manifest)
-        log.info(
-            "Applied canary Deployment sendertier=%s/%s revision=%s replicas=%d",
-            ns,
-            name,
-            intent.revision,
-            intent.replicas,
-        )
+    await _apply(
+        runtime, tier, canary_manifest(tier, raw_spec["template"], intent.revision, intent.replicas), current
+    )
 
 
 async def save_signed_off(runtime: Runtime, tier: SenderTier, raw_spec: Mapping[str, Any], rev: str) -> None:
