@@ -7,6 +7,7 @@ least-privilege service account, so every test also proves the RBAC is enough.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import os
 import signal
@@ -480,6 +481,26 @@ def all_signed_off(kube_api: client.ApiClient, namespace: str, revisions: dict[s
     return True
 
 
+@contextlib.contextmanager
+def signed_off_fleet(
+    kube_api: client.ApiClient,
+    namespace: str,
+    store_url: str,
+    docs: list[dict[str, Any]],
+    timeout: float = 240,
+) -> Iterator[dict[str, str]]:
+    """Traffic flowing and the tiers created and signed off at their first revision, which it yields."""
+    with Traffic(store_url, list(FLEET_TIERS), per_second=15):
+        create_tiers(kube_api, namespace, docs)
+        first = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in docs}
+        wait_for(
+            lambda: all_signed_off(kube_api, namespace, first),
+            timeout=timeout,
+            what="first revision signed off",
+        )
+        yield first
+
+
 def release(
     kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **env: str
 ) -> dict[str, str]:
@@ -559,6 +580,51 @@ class DeploymentSampler:
         return None
 
 
+class PodSampler:
+    """Records, every 100 ms, each pod of a tier: its uid, revision label and whether it is Ready."""
+
+    def __init__(self, kube_api: client.ApiClient, namespace: str, tier: str) -> None:
+        import threading
+
+        self.core = client.CoreV1Api(kube_api)
+        self.namespace = namespace
+        self.selector = f"tiergate.io/tier={tier}"
+        self.samples: list[tuple[float, dict[str, tuple[str, str | None, bool]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+            self.samples.append(
+                (
+                    time.monotonic(),
+                    {
+                        p.metadata.name: (
+                            p.metadata.uid,
+                            (p.metadata.labels or {}).get("tiergate.io/revision"),
+                            any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []),
+                        )
+                        for p in pods
+                        if p.metadata.deletion_timestamp is None
+                    },
+                )
+            )
+            time.sleep(0.1)
+
+    def __enter__(self) -> PodSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def ran(self, revision: str) -> set[str]:
+        """Every pod uid ever seen with that revision."""
+        return {uid for _, pods in self.samples for uid, rev, _ in pods.values() if rev == revision}
+
+
 def serving(kube_api: client.ApiClient, namespace: str, tier: str, revision: str) -> bool:
     """True when the tier's Deployment holds ``revision`` and all its replicas are Ready."""
     dep = client.AppsV1Api(kube_api).read_namespaced_deployment(tier, namespace)
@@ -572,14 +638,20 @@ def set_gate(kube_api: client.ApiClient, namespace: str, docs: list[dict[str, An
         patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"healthGate": gate}})
 
 
-def replica_set_revisions(kube_api: client.ApiClient, namespace: str, tier: str) -> set[str]:
-    """Every revision a tier's Deployment was ever given, from its ReplicaSets' labels."""
+def replica_set_revisions(
+    kube_api: client.ApiClient, namespace: str, tier: str, deployment: str | None = None
+) -> set[str]:
+    """Every revision a tier's Deployments (or only ``deployment``) were given, from their ReplicaSets."""
     sets = (
         client.AppsV1Api(kube_api)
         .list_namespaced_replica_set(namespace, label_selector=f"tiergate.io/tier={tier}")
         .items
     )
-    return {rs.metadata.labels.get("tiergate.io/revision") for rs in sets}
+    return {
+        rs.metadata.labels.get("tiergate.io/revision")
+        for rs in sets
+        if deployment is None or any(o.name == deployment for o in rs.metadata.owner_references or [])
+    }
 
 
 REPLAY_TOKEN = "operator-replay"

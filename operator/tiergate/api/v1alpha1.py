@@ -326,6 +326,17 @@ class HealthGate(_Spec):
             "one is required unless readinessOnly is true."
         ),
     )
+    canary: Canary | None = Field(
+        default=None,
+        description=(
+            "Run each new release first on a few pods of the tier (a Deployment named "
+            "<tier>-canary beside the stable one), judged by the same checks on the canary pods' "
+            "own series, before the rest of the tier takes it. Workers pull from a shared queue, "
+            "so the canary's share of the tier's traffic is its share of the pods. Skipped for "
+            "a tier's first release (nothing signed off to run beside) and when the tier has too "
+            "few replicas to keep a stable pod."
+        ),
+    )
 
     @model_validator(mode="after")
     def _a_check_or_readiness_only(self) -> HealthGate:
@@ -724,6 +735,12 @@ class SenderTierStatus(_Status):
     conditions: list[Condition] = Field(
         default_factory=list, description="Standard conditions: Ready, Reconciling, Stalled, ..."
     )
+    canary: CanaryStatus | None = Field(
+        default=None,
+        description=(
+            "The canary step of the release being rolled out (healthGate.canary), while and after it runs."
+        ),
+    )
 
     def with_rollout(
         self, rollout: RolloutStatus | None, checks: list[CheckStatus] | None = None
@@ -823,3 +840,78 @@ class SenderTier(BaseModel):
     metadata: ObjectMeta
     spec: SenderTierSpec
     status: SenderTierStatus = Field(default_factory=SenderTierStatus)
+
+
+class Canary(_Spec):
+    """The canary step of a tier: how many pods run a new release first, and for how long."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.replicas) != has(self.percent)",
+                    "message": (
+                        "set exactly one of canary.replicas (a pod count) or canary.percent "
+                        "(a share of the tier's replicas)"
+                    ),
+                },
+            ]
+        }
+    )
+
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description=(
+            "Canary pods, taken out of the tier's replicas (the tier keeps at least one stable pod)."
+        ),
+    )
+    percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=99,
+        description=(
+            "Canary pods as a percentage of the tier's replicas, rounded up (at least one pod, "
+            "and the tier keeps at least one stable pod)."
+        ),
+    )
+    bake: Duration | None = Field(
+        default=None,
+        description=(
+            "How long every check must keep passing on the canary pods before the rest of the "
+            "tier takes the release; defaults to healthGate.bake. The tier's own bake runs after."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _replicas_or_percent(self) -> Canary:
+        if (self.replicas is None) == (self.percent is None):
+            raise ValueError("set exactly one of canary.replicas or canary.percent")
+        return self
+
+
+class CanaryPhase(enum.StrEnum):
+    """Where a release's canary step is."""
+
+    RUNNING = "Running"
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class CanaryStatus(_Status):
+    """The canary step of one release on this tier."""
+
+    revision: str = Field(description="The revision the canary pods run.")
+    replicas: int = Field(
+        description="Canary pods; the stable Deployment runs the tier's replicas less these."
+    )
+    phase: CanaryPhase = Field(description="Running, Passed (the whole tier follows) or Failed (halted).")
+    started_at: datetime = Field(alias="startedAt", description="When the canary step started.")
+    ended_at: datetime | None = Field(
+        default=None, alias="endedAt", description="When the canary passed or failed."
+    )
+
+    def ended(self, phase: CanaryPhase, now: datetime) -> CanaryStatus:
+        """This canary step, passed or failed at ``now``."""
+        return self.model_copy(update={"phase": phase, "ended_at": now})

@@ -63,6 +63,8 @@ from tiergate.domain.workload import (
     ANNOTATION_APPLIED,
     LABEL_REVISION,
     LABEL_TIER,
+    canary_manifest,
+    canary_name,
     deployment_manifest,
 )
 from tiergate.errors import PrometheusUnavailable, TransientError
@@ -236,17 +238,51 @@ async def converge(
     if template is None:
         return f"the signed-off revision {intent.revision} has no ControllerRevision to roll back to"
     assert intent.revision is not None
-    manifest = deployment_manifest(tier, template, intent.revision, intent.replicas)
-    if current.applied != manifest["metadata"]["annotations"][ANNOTATION_APPLIED]:
-        await runtime.kube.apply_deployment(manifest)
-        log.info(
-            "Applied Deployment sendertier=%s/%s revision=%s replicas=%d",
-            ns,
-            name,
-            intent.revision,
-            intent.replicas,
-        )
+    await _apply(
+        runtime, tier, deployment_manifest(tier, template, intent.revision, intent.replicas), current
+    )
     return None
+
+
+async def _apply(
+    runtime: Runtime, tier: SenderTier, manifest: Mapping[str, Any], current: DeploymentView
+) -> None:
+    """Apply a tier's Deployment unless the one in place was applied from the same fields."""
+    meta, spec = manifest["metadata"], manifest["spec"]
+    if current.applied == meta["annotations"][ANNOTATION_APPLIED]:
+        return
+    await runtime.kube.apply_deployment(manifest)
+    log.info(
+        "Applied Deployment sendertier=%s/%s deployment=%s revision=%s replicas=%d",
+        tier.metadata.namespace,
+        tier.metadata.name,
+        meta["name"],
+        meta["labels"][LABEL_REVISION],
+        spec["replicas"],
+    )
+
+
+async def converge_canary(
+    runtime: Runtime,
+    tier: SenderTier,
+    raw_spec: Mapping[str, Any],
+    intent: DeploymentIntent | None,
+    current: DeploymentView,
+) -> None:
+    """Give the canary Deployment the intent's pods, or scale it to none when there is no canary.
+
+    An unused canary Deployment stays at 0 replicas (the operator may not delete Deployments; the
+    tier's deletion collects it), and the next canary reuses it.
+    """
+    ns, name = tier.metadata.namespace, tier.metadata.name
+    if intent is None or intent.revision is None:
+        if current.exists and current.replicas != 0:
+            await runtime.kube.scale_deployment(ns, canary_name(name), 0)
+            log.info("Scaled canary Deployment to 0 sendertier=%s/%s", ns, name)
+        return
+    await _apply(
+        runtime, tier, canary_manifest(tier, raw_spec["template"], intent.revision, intent.replicas), current
+    )
 
 
 async def save_signed_off(runtime: Runtime, tier: SenderTier, raw_spec: Mapping[str, Any], rev: str) -> None:
@@ -294,8 +330,9 @@ async def reconcile(
     peers: tuple[Peer, ...],
     deployment: DeploymentView,
     now: datetime | None = None,
+    canary: DeploymentView | None = None,
 ) -> Outcome:
-    """Reconcile one SenderTier once."""
+    """Reconcile one SenderTier once (``canary``: its canary Deployment, when one exists)."""
     started = asyncio.get_running_loop().time()
     now = now or datetime.now(UTC)
     try:
@@ -312,6 +349,7 @@ async def reconcile(
         peers=peers,
         deployment=deployment,
         requests=requests_from(meta.annotations),
+        canary_deployment=canary or DeploymentView(),
     )
     if evaluation_due(ctx):
         observations = await evaluate(ctx, runtime, meta.namespace)
@@ -326,6 +364,7 @@ async def reconcile(
     wrote = new_status != _dump(tier.status)
     if wrote:
         await runtime.kube.replace_status(meta.namespace, meta.name, meta.resource_version, new_status)
+    await converge_canary(runtime, tier, raw_spec, decision.canary, ctx.canary_deployment)
     problem = await converge(runtime, tier, raw_spec, decision.deployment, deployment)
     _record(tier, decision, now)
     metrics.RECONCILE_SECONDS.observe(asyncio.get_running_loop().time() - started)

@@ -43,3 +43,6 @@ class Reason(enum.StrEnum):
     INVALID_SPEC = "InvalidSpec"
     ROLLBACK_TARGET_MISSING = "RollbackTargetMissing"
     REPLAY_STARTED = "ReplayStarted"
+    # Canary inside a tier
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_PASSED = "CanaryPassed"

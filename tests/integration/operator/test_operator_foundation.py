@@ -131,6 +131,22 @@ INVALID: list[tuple[str, Any, str]] = [
     ("no health gate", lambda s: s.pop("healthGate"), "spec.healthGate"),
     ("bad watch", lambda s: s["healthGate"].update(watch="forever"), "spec.healthGate.watch"),
     ("unknown onFleetHalt", lambda s: s.update(onFleetHalt="Panic"), "spec.onFleetHalt"),
+    (
+        "canary with replicas and percent",
+        lambda s: s["healthGate"].update(canary={"replicas": 1, "percent": 25}),
+        "set exactly one of canary.replicas (a pod count) or canary.percent",
+    ),
+    (
+        "canary with neither",
+        lambda s: s["healthGate"].update(canary={"bake": "60s"}),
+        "set exactly one of canary",
+    ),
+    (
+        "canary of every pod",
+        lambda s: s["healthGate"].update(canary={"percent": 100}),
+        "spec.healthGate.canary",
+    ),
+    ("canary of no pod", lambda s: s["healthGate"].update(canary={"replicas": 0}), "spec.healthGate.canary"),
 ]
 
 

@@ -22,9 +22,7 @@ from tests.plugins.operator import (
     FLEET_TIERS,
     DeploymentSampler,
     OperatorProcess,
-    Traffic,
     all_signed_off,
-    create_tiers,
     gated_fleet,
     get_tier,
     patch_tier,
@@ -33,11 +31,10 @@ from tests.plugins.operator import (
     replica_set_revisions,
     serving,
     set_gate,
+    signed_off_fleet,
     wait_for,
 )
 from tests.plugins.prometheus import PrometheusServer
-
-from tiergate.domain.revision import revision_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -56,12 +53,7 @@ def fleet(
     """A gated fleet signed off at its first revision, with traffic flowing and an operator running."""
     op = operator_factory(prometheus_url=prometheus.url).start()
     docs = gated_fleet()
-    with Traffic(sender_env["TIERGATE_STORE_URL"], list(TIERS), per_second=15):
-        create_tiers(kube_api, namespace, docs)
-        first = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in docs}
-        wait_for(
-            lambda: all_signed_off(kube_api, namespace, first), timeout=240, what="first revision signed off"
-        )
+    with signed_off_fleet(kube_api, namespace, sender_env["TIERGATE_STORE_URL"], docs) as first:
         yield docs, op, first
 
 
