@@ -20,8 +20,9 @@ from tiergate.domain.reasons import Reason
 WEEKDAYS = tuple(Weekday)
 """Monday first, as :meth:`datetime.weekday` counts."""
 
-SEARCH_DAYS = 8
-"""How far ahead the next opening is looked for: a week, and the overnight tail of its last day."""
+SEARCH_DAYS = 15
+"""How far ahead the next opening is looked for: two weeks (a week's one opening may fall in a
+daylight-saving gap), and a day more."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def _opening(day: date, hhmm: str, zone: ZoneInfo) -> datetime:
 
 def next_opening(windows: Sequence[DeployWindow], now: datetime) -> tuple[datetime, DeployWindow] | None:
     """The next time one of ``windows`` opens after ``now`` (in that window's zone), or None."""
+    now = now.astimezone(UTC)
     found: list[tuple[datetime, DeployWindow]] = []
     for window in windows:
         zone = ZoneInfo(window.time_zone)
@@ -116,7 +118,7 @@ def next_opening(windows: Sequence[DeployWindow], now: datetime) -> tuple[dateti
             if at > now and window_open(window, at):
                 found.append((at, window))
                 break
-    return min(found, key=lambda pair: pair[0]) if found else None
+    return min(found, key=lambda pair: pair[0].astimezone(UTC)) if found else None
 
 
 def needs_approval(spec: SenderTierSpec, recorded: ApprovalStatus | None, release: str) -> bool:
@@ -145,7 +147,7 @@ def refusal(
         why = f": {freeze.why}" if freeze.why else ""
         if freeze.until is None:
             return Refusal(Reason.FROZEN, f"the fleet is frozen{by} until it is unfrozen{why}")
-        left = (freeze.until - now).total_seconds()
+        left = (freeze.until.astimezone(UTC) - now.astimezone(UTC)).total_seconds()
         return Refusal(Reason.FROZEN, f"the fleet is frozen{by} until {freeze.until.isoformat()}{why}", left)
     unapproved = needs_approval(spec, recorded, release) and approved_release != release
     if not inside(spec.deploy_windows, now):
@@ -155,7 +157,9 @@ def refusal(
             return Refusal(Reason.OUTSIDE_WINDOW, f"outside its deploy windows, none of which opens{also}")
         at, window = opening
         text = f"outside its deploy windows; next window opens {at.isoformat()} ({window.time_zone}){also}"
-        return Refusal(Reason.OUTSIDE_WINDOW, text, (at - now).total_seconds())
+        return Refusal(
+            Reason.OUTSIDE_WINDOW, text, (at.astimezone(UTC) - now.astimezone(UTC)).total_seconds()
+        )
     if unapproved:
         return Refusal(
             Reason.AWAITING_APPROVAL, f"release {release} awaits approval (tiergate approve {tier})"
