@@ -102,7 +102,7 @@ def freeze(
     at = until_time(until, datetime.now(UTC))
     names = [t["metadata"]["name"] for t in _require_fleet(_tiers(kubeconfig, namespace), fleet)]
     by = who or getpass.getuser()
-    stamp = at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    stamp = at.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     _patch(
         kubeconfig,
         namespace,
