@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -35,6 +33,9 @@ from tests.plugins.operator import (
     serving,
     wait_for,
 )
+from tests.plugins.operator import (
+    tiergate_cli as _cli,
+)
 
 from tiergate.api.annotations import (
     ANNOTATION_FREEZE_REASON,
@@ -45,7 +46,6 @@ from tiergate.domain.revision import revision_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
-TIERGATE = str(Path(sys.executable).parent / "tiergate")
 GATE = {
     "progressDeadline": "120s",
     "bake": "2s",
@@ -56,17 +56,6 @@ GATE = {
 }
 
 Fleet = tuple[list[dict[str, Any]], dict[str, str]]
-
-
-def _cli(kubeconfig: Path, namespace: str, *args: str) -> str:
-    done = subprocess.run(
-        [TIERGATE, *args, "--namespace", namespace, "--kubeconfig", str(kubeconfig)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
 
 
 def _status(kube_api: client.ApiClient, namespace: str, tier: str) -> dict[str, Any]:
