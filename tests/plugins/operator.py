@@ -704,3 +704,15 @@ def _healthy(url: str) -> bool:
         return httpx.get(url, timeout=2).is_success
     except httpx.HTTPError:
         return False
+
+
+def tiergate_cli(kubeconfig: Path, namespace: str, *args: str) -> str:
+    """Run ``tiergate ARGS`` against the test cluster's namespace, as on-call would; its stdout."""
+    done = subprocess.run(
+        [TIERGATE, *args, "--namespace", namespace, "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout

@@ -8,10 +8,12 @@ and compares. Field descriptions here are what ``kubectl explain`` prints.
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tiergate.api.durations import DURATION_PATTERN
 
@@ -67,6 +69,25 @@ class OnFleetHalt(enum.StrEnum):
 
     ROLLBACK = "Rollback"
     HOLD = "Hold"
+
+
+class Approval(enum.StrEnum):
+    """Whether each new release waits at this tier for a person's approval."""
+
+    REQUIRED = "Required"
+    NOT_REQUIRED = "NotRequired"
+
+
+class Weekday(enum.StrEnum):
+    """A day of the week, as deploy windows name it."""
+
+    MON = "Mon"
+    TUE = "Tue"
+    WED = "Wed"
+    THU = "Thu"
+    FRI = "Fri"
+    SAT = "Sat"
+    SUN = "Sun"
 
 
 class During(enum.StrEnum):
@@ -357,6 +378,104 @@ class ReplaySpec(_Spec):
     )
 
 
+HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+HHMM_END = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+
+
+class DeployWindow(_Spec):
+    """When a release may start on this tier: days and wall-clock hours in a named time zone."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.start.matches('{HHMM}')",
+                    "message": "start must be HH:MM on a 24-hour clock, 00:00 to 23:59",
+                    "fieldPath": ".start",
+                },
+                {
+                    "rule": f"self.end.matches('{HHMM_END}')",
+                    "message": "end must be HH:MM on a 24-hour clock, 00:00 to 24:00",
+                    "fieldPath": ".end",
+                },
+                {
+                    "rule": "self.start != self.end",
+                    "message": "start and end must differ (00:00 to 24:00 is a whole day)",
+                    "fieldPath": ".end",
+                },
+                {
+                    "rule": "self.timeZone != ''",
+                    "message": "timeZone must name an IANA time zone, e.g. Australia/Sydney or UTC",
+                    "fieldPath": ".timeZone",
+                },
+                {
+                    "rule": "self.days.all(d, self.days.exists_one(e, e == d))",
+                    "message": "name each day at most once",
+                    "fieldPath": ".days",
+                },
+            ]
+        }
+    )
+
+    days: list[Weekday] = Field(
+        min_length=1,
+        max_length=7,
+        description=(
+            "The days the window opens on: Mon, Tue, Wed, Thu, Fri, Sat, Sun (in timeZone). A window "
+            "whose end is not after its start runs overnight into the next day."
+        ),
+    )
+    start: str = Field(
+        max_length=5,
+        description="Opening time, HH:MM on a 24-hour clock, local to timeZone, e.g. 09:00.",
+    )
+    end: str = Field(
+        max_length=5,
+        description=(
+            "Closing time, HH:MM (24:00 is the end of the day), local to timeZone, e.g. 15:00. Before "
+            "start (22:00 to 02:00): the window closes on the next day. A release already started "
+            "when the window closes goes on; the window governs starts only."
+        ),
+    )
+    time_zone: str = Field(
+        alias="timeZone",
+        max_length=64,
+        description=(
+            "An IANA time zone, e.g. Australia/Sydney or UTC; the window follows its daylight-saving "
+            "changes. A zone the operator does not know makes the spec invalid (condition InvalidSpec)."
+        ),
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _start_hhmm(cls, value: str) -> str:
+        if not re.match(HHMM, value):
+            raise ValueError("start must be HH:MM on a 24-hour clock, 00:00 to 23:59")
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _end_hhmm(cls, value: str) -> str:
+        if not re.match(HHMM_END, value):
+            raise ValueError("end must be HH:MM on a 24-hour clock, 00:00 to 24:00")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/London") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> DeployWindow:
+        if self.start == self.end:
+            raise ValueError("start and end must differ (00:00 to 24:00 is a whole day)")
+        return self
+
+
 class PodTemplate(BaseModel):
     """A PodTemplateSpec for the sender workers, passed to the tier's Deployment as is."""
 
@@ -458,6 +577,26 @@ class SenderTierSpec(_Spec):
         default_factory=ReplaySpec,
         description="Replay of the messages a halted revision discarded.",
         json_schema_extra={"default": {}},
+    )
+    approval: Approval = Field(
+        default=Approval.NOT_REQUIRED,
+        description=(
+            "Required: each new release waits at this tier (phase Waiting, reason AwaitingApproval) "
+            "until `tiergate approve` approves that release; an approval is for one release only. "
+            "Default NotRequired."
+        ),
+    )
+    deploy_windows: list[DeployWindow] = Field(
+        default_factory=list,
+        alias="deployWindows",
+        max_length=16,
+        json_schema_extra={"default": []},
+        description=(
+            "When a new release may start on this tier; empty (the default) means any time. Outside "
+            "every window a release waits (reason OutsideWindow) and the message says when the next "
+            "window opens. Rollbacks, aborts and the fleet policy act at any time. Give every tier of "
+            "a fleet the same windows to set them for the fleet."
+        ),
     )
 
 
@@ -665,6 +804,14 @@ class UntestedRelease(_Status):
     at: datetime = Field(description="When the operator acted on it.")
 
 
+class ApprovalStatus(_Status):
+    """The approval that let a release start on a tier with ``approval: Required``."""
+
+    release: str = Field(description="The release approved (one release only).")
+    by: str = Field(description="Who approved it.")
+    at: datetime = Field(description="When the operator acted on the approval.")
+
+
 class ReplayJobStatus(_Status):
     """The replay job started for a halted revision's discards."""
 
@@ -741,6 +888,10 @@ class SenderTierStatus(_Status):
             "The canary step of the release being rolled out (healthGate.canary), while and after it runs."
         ),
     )
+    approval: ApprovalStatus | None = Field(
+        default=None,
+        description="The last approval acted on (spec.approval: Required): which release, who, when.",
+    )
 
     def with_rollout(
         self, rollout: RolloutStatus | None, checks: list[CheckStatus] | None = None
@@ -769,6 +920,10 @@ class SenderTierStatus(_Status):
     def seen(self, now: datetime) -> SenderTierStatus:
         """This status with its spec's revision first seen at ``now``."""
         return self.model_copy(update={"revision_seen_at": now})
+
+    def approved(self, approval: ApprovalStatus) -> SenderTierStatus:
+        """This status with an approval of a release recorded."""
+        return self.model_copy(update={"approval": approval})
 
     def overridden(self, override: UntestedRelease) -> SenderTierStatus:
         """This status with an on-call override of the release gate recorded."""

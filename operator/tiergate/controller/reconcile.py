@@ -19,6 +19,11 @@ from pydantic import ValidationError
 
 from tiergate.api.annotations import (
     ANNOTATION_ABORT,
+    ANNOTATION_APPROVED_BY,
+    ANNOTATION_APPROVED_RELEASE,
+    ANNOTATION_FREEZE_REASON,
+    ANNOTATION_FROZEN_BY,
+    ANNOTATION_FROZEN_UNTIL,
     ANNOTATION_PAUSED,
     ANNOTATION_PROMOTE,
     ANNOTATION_RETRY,
@@ -40,6 +45,7 @@ from tiergate.clients.replay import ReplayApiError, ReplayClient, halt_filter
 from tiergate.controller import metrics
 from tiergate.domain import checks as chk
 from tiergate.domain import evaluation as ev
+from tiergate.domain.changecontrol import freeze_from
 from tiergate.domain.checks import Observation, Result
 from tiergate.domain.reasons import Reason
 from tiergate.domain.revision import revision_of
@@ -101,6 +107,13 @@ def requests_from(annotations: Mapping[str, str]) -> Requests:
         promote=annotations.get(ANNOTATION_PROMOTE) or None,
         abort=annotations.get(ANNOTATION_ABORT) or None,
         untested_release=annotations.get(ANNOTATION_UNTESTED_RELEASE) or None,
+        approved_release=annotations.get(ANNOTATION_APPROVED_RELEASE) or None,
+        approved_by=annotations.get(ANNOTATION_APPROVED_BY) or None,
+        freeze=freeze_from(
+            annotations.get(ANNOTATION_FROZEN_UNTIL),
+            annotations.get(ANNOTATION_FREEZE_REASON),
+            annotations.get(ANNOTATION_FROZEN_BY),
+        ),
     )
 
 

@@ -37,6 +37,11 @@ class Reason(enum.StrEnum):
     RETRIED = "Retried"
     PROMOTED = "Promoted"
     ABORTED = "Aborted"
+    # Change control: approvals, deploy windows, freezes
+    AWAITING_APPROVAL = "AwaitingApproval"
+    APPROVED = "Approved"
+    OUTSIDE_WINDOW = "OutsideWindow"
+    FROZEN = "Frozen"
     # Steady state and errors
     AT_REVISION = "AtRevision"
     REPLICAS_NOT_READY = "ReplicasNotReady"

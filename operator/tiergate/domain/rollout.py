@@ -18,6 +18,7 @@ from typing import assert_never
 
 from tiergate.api.durations import parse_duration
 from tiergate.api.v1alpha1 import (
+    ApprovalStatus,
     CanaryPhase,
     CheckStatus,
     During,
@@ -32,6 +33,7 @@ from tiergate.api.v1alpha1 import (
     UntestedRelease,
 )
 from tiergate.domain import canary as can
+from tiergate.domain import changecontrol as cc
 from tiergate.domain import conditions as cond
 from tiergate.domain import release as rel
 from tiergate.domain.checks import Observation, Result, judge_pods, verdict
@@ -179,6 +181,9 @@ class Requests:
     promote: str | None = None
     abort: str | None = None
     untested_release: str | None = None
+    approved_release: str | None = None
+    approved_by: str | None = None
+    freeze: cc.Freeze | None = None
 
 
 @dataclass(frozen=True)
@@ -482,7 +487,37 @@ def _idle(ctx: Context) -> Decision:
             "whole fleet reaches the lower tiers first"
         )
         return _waiting(ctx, settling, reason=Reason.SETTLING, requeue_after=left + 0.05)
-    return _start(ctx, Reason.ROLLOUT_STARTED, f"Rolling out release {ctx.spec_release} (revision {rev})")
+    if (refused := _refused(ctx)) is not None:
+        wait = (
+            IDLE_SECONDS if refused.recheck_after is None else min(IDLE_SECONDS, refused.recheck_after + 0.05)
+        )
+        return _waiting(ctx, Blocker(refused.why), reason=refused.reason, requeue_after=wait)
+    ctx, approved = _approved(ctx)
+    decision = _start(ctx, Reason.ROLLOUT_STARTED, f"Rolling out release {ctx.spec_release} (revision {rev})")
+    return replace(decision, events=(*approved, *decision.events))
+
+
+def _refused(ctx: Context) -> cc.Refusal | None:
+    """What change control says about starting the spec's release now: approval, window, freeze."""
+    return cc.refusal(
+        ctx.tier.metadata.name,
+        ctx.tier.spec,
+        ctx.spec_release,
+        ctx.now,
+        recorded=ctx.tier.status.approval,
+        approved_release=ctx.requests.approved_release,
+        freeze=ctx.requests.freeze,
+    )
+
+
+def _approved(ctx: Context) -> tuple[Context, tuple[EventNote, ...]]:
+    """Record the approval that lets this release start, when it is new; with its Event."""
+    if not cc.needs_approval(ctx.tier.spec, ctx.tier.status.approval, ctx.spec_release):
+        return ctx, ()
+    who = ctx.requests.approved_by or "unknown"
+    approval = ApprovalStatus(release=ctx.spec_release, by=who, at=ctx.now)
+    note = EventNote(Reason.APPROVED, f"Release {ctx.spec_release} approved by {who}")
+    return ctx.with_status(ctx.tier.status.approved(approval)), (note,)
 
 
 def _untested(ctx: Context) -> Context:
@@ -868,7 +903,7 @@ def _halted(ctx: Context) -> Decision:
         why = blocker(
             ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers, ctx.requests.paused, _gate_release(ctx)
         )
-        if why is None:
+        if why is None and _refused(ctx) is None:
             retried = _mark_handled(ctx, status, "retry")
             return _start(ctx.with_status(retried), Reason.RETRIED, f"Retrying revision {rev} on request")
     intent = (

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -34,12 +32,14 @@ from tests.plugins.operator import (
     signed_off_fleet,
     wait_for,
 )
+from tests.plugins.operator import (
+    tiergate_cli as _cli,
+)
 from tests.plugins.prometheus import PrometheusServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(900)]
 
 TIERS = FLEET_TIERS
-TIERGATE = str(Path(sys.executable).parent / "tiergate")
 
 
 @pytest.fixture
@@ -343,17 +343,6 @@ def test_operator_killed_again_and_again_mid_rollout_ends_where_it_would_have(
     wait_for(
         lambda: all_signed_off(kube_api, namespace, good), timeout=240, what="good release after the kills"
     )
-
-
-def _cli(kubeconfig: Path, namespace: str, *args: str) -> str:
-    done = subprocess.run(
-        [TIERGATE, *args, "--namespace", namespace, "--kubeconfig", str(kubeconfig)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
 
 
 def test_on_call_controls_through_the_cli(
