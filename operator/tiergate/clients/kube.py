@@ -8,6 +8,7 @@ so a decision made on a stale view is refused instead of applied.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -189,6 +190,28 @@ class Kube:
         except ApiException as exc:
             raise _transient(exc) from exc
         return result
+
+    async def get_tier(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One SenderTier as the API server has it now, or None if it is gone."""
+        try:
+            obj: dict[str, Any] = await asyncio.to_thread(
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _transient(exc) from exc
+        return obj
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, decoded, or None if it does not exist."""
+        try:
+            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _transient(exc) from exc
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     async def patch_annotations(
         self, namespace: str, name: str, annotations: Mapping[str, str | None]

@@ -38,8 +38,10 @@ from tiergate.clients.probe import probe_all
 from tiergate.clients.prometheus import Prometheus
 from tiergate.clients.replay import ReplayApiError, ReplayClient, halt_filter
 from tiergate.controller import metrics
+from tiergate.controller.notifier import Notifier
 from tiergate.domain import checks as chk
 from tiergate.domain import evaluation as ev
+from tiergate.domain import notifications as notes
 from tiergate.domain.checks import Observation, Result
 from tiergate.domain.reasons import Reason
 from tiergate.domain.revision import revision_of
@@ -79,6 +81,7 @@ class Runtime:
     kube: Kube
     prometheus: Prometheus | None
     replay: ReplayClient | None = None
+    notifier: Notifier | None = None
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     templates: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -322,10 +325,15 @@ async def reconcile(
     if decision.save_signed_off:
         await save_signed_off(runtime, tier, raw_spec, rev)
     decision = await _replay(runtime, tier, decision, now)
+    if runtime.notifier is not None:
+        status = notes.recorded(tier.status, decision.status, meta.uid, now)
+        decision = replace(decision, status=status)
     new_status = _dump(decision.status)
     wrote = new_status != _dump(tier.status)
     if wrote:
         await runtime.kube.replace_status(meta.namespace, meta.name, meta.resource_version, new_status)
+    if runtime.notifier is not None:
+        runtime.notifier.offer(meta.namespace, meta.name, decision.status.notifications)
     problem = await converge(runtime, tier, raw_spec, decision.deployment, deployment)
     _record(tier, decision, now)
     metrics.RECONCILE_SECONDS.observe(asyncio.get_running_loop().time() - started)
