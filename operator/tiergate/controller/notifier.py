@@ -67,6 +67,7 @@ class Notifier:
         self._attempts: dict[Key, tuple[int, float]] = {}
         self._config: tuple[float, tuple[Receiver, ...] | None] | None = None
         self._rng = random.Random()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def offer(self, namespace: str, name: str, records: Sequence[NotificationRecord]) -> None:
         """Queue the pending records of a tier that are not queued yet; never waits."""
@@ -183,7 +184,8 @@ class Notifier:
             task = asyncio.get_running_loop().create_task(
                 self._mark(key[0], key[1], key[2], lambda r: r.given_up(_now()))
             )
-            task.add_done_callback(lambda _: self._forget(key))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t: self._given_up(t, key))
             return
         log.warning(
             "Notification not delivered, will retry sendertier=%s/%s id=%s attempts=%d in=%.1fs error=%s",
@@ -193,6 +195,10 @@ class Notifier:
             error,
         )
         asyncio.get_running_loop().call_later(when - now, self._requeue, key)
+
+    def _given_up(self, task: asyncio.Task[None], key: Key) -> None:
+        self._tasks.discard(task)
+        self._forget(key)
 
     def _requeue(self, key: Key) -> None:
         try:
