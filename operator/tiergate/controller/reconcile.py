@@ -2,7 +2,9 @@
 
 The order is the crash-safety argument: the status (the record of intent) is written first, guarded
 by ``resourceVersion``; the Deployment is converged from that decision afterwards; Events last. An
-operator killed between any two steps finds the intent in status and finishes the job.
+operator killed between any two steps finds the intent in status and finishes the job. The same
+status write carries the notifications the transition makes (``status.notifications``); the
+leader's notifier delivers them off this path.
 """
 
 from __future__ import annotations
