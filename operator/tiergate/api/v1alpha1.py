@@ -892,6 +892,13 @@ class SenderTierStatus(_Status):
         default=None,
         description="The last approval acted on (spec.approval: Required): which release, who, when.",
     )
+    notifications: list[NotificationRecord] = Field(
+        default_factory=list,
+        description=(
+            "The notification outbox, newest last: each transition on-call is told about, written "
+            "with the transition and marked once every receiver has it (the last 20 are kept)."
+        ),
+    )
 
     def with_rollout(
         self, rollout: RolloutStatus | None, checks: list[CheckStatus] | None = None
@@ -912,6 +919,10 @@ class SenderTierStatus(_Status):
     def with_replay_job(self, job: ReplayJobStatus) -> SenderTierStatus:
         """This status with the automatic replay job recorded."""
         return self.model_copy(update={"replay_job": job})
+
+    def with_notifications(self, records: list[NotificationRecord]) -> SenderTierStatus:
+        """This status with its notification outbox replaced."""
+        return self.model_copy(update={"notifications": records})
 
     def handled(self, kind: str, token: str) -> SenderTierStatus:
         """This status with the on-call request ``kind`` marked as acted on."""
@@ -969,6 +980,67 @@ class SenderTierStatus(_Status):
                 "observed_generation": generation,
             }
         )
+
+
+class NotificationKind(enum.StrEnum):
+    """A rollout transition that on-call is told about."""
+
+    HALTED = "Halted"
+    ROLLED_BACK = "RolledBack"
+    SIGNED_OFF = "SignedOff"
+    WATCH_PASSED = "WatchPassed"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    FROZEN = "Frozen"
+    OVERRIDE_USED = "OverrideUsed"
+    REPLAY_DONE = "ReplayDone"
+
+
+class NotificationRecord(_Status):
+    """One notification in the tier's outbox: recorded with its transition, marked once delivered."""
+
+    id: str = Field(description="Idempotency key, sent as the Tiergate-Notification-Id header.")
+    kind: NotificationKind = Field(
+        description=(
+            "Halted, RolledBack, SignedOff, WatchPassed, AwaitingApproval, Frozen, OverrideUsed "
+            "or ReplayDone."
+        )
+    )
+    at: datetime = Field(description="When the transition happened.")
+    release: str | None = Field(default=None, description="The release key it concerns.")
+    revision: str | None = Field(default=None, description="The pod-template hash it concerns.")
+    message: str = Field(default="", description="A sentence for on-call.")
+    halt: HaltStatus | None = Field(
+        default=None, description="The halt record (check, query, value, threshold) of a halt or rollback."
+    )
+    sent_to: list[str] = Field(
+        default_factory=list,
+        alias="sentTo",
+        description="Receivers (by name) that answered 2xx to it.",
+    )
+    sent_at: datetime | None = Field(
+        default=None,
+        alias="sentAt",
+        description="When every receiver it is routed to had it; unset while any is pending.",
+    )
+    gave_up_at: datetime | None = Field(
+        default=None,
+        alias="gaveUpAt",
+        description="When the operator stopped retrying it (the retry window ended).",
+    )
+
+    @property
+    def pending(self) -> bool:
+        """Whether it still has to be delivered."""
+        return self.sent_at is None and self.gave_up_at is None
+
+    def delivered(self, receivers: list[str], done: bool, now: datetime) -> NotificationRecord:
+        """This record with more receivers served; ``done`` when none it is routed to is left."""
+        sent = list(dict.fromkeys([*self.sent_to, *receivers]))
+        return self.model_copy(update={"sent_to": sent, "sent_at": now if done else None})
+
+    def given_up(self, now: datetime) -> NotificationRecord:
+        """This record, no longer retried."""
+        return self.model_copy(update={"gave_up_at": now})
 
 
 class ObjectMeta(_Status):

@@ -2,7 +2,9 @@
 
 The order is the crash-safety argument: the status (the record of intent) is written first, guarded
 by ``resourceVersion``; the Deployment is converged from that decision afterwards; Events last. An
-operator killed between any two steps finds the intent in status and finishes the job.
+operator killed between any two steps finds the intent in status and finishes the job. The same
+status write carries the notifications the transition makes (``status.notifications``); the
+leader's notifier delivers them off this path.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ from tiergate.clients.probe import probe_all
 from tiergate.clients.prometheus import Prometheus
 from tiergate.clients.replay import ReplayApiError, ReplayClient, halt_filter
 from tiergate.controller import metrics
+from tiergate.controller.notifier import Notifier
 from tiergate.domain import checks as chk
 from tiergate.domain import evaluation as ev
+from tiergate.domain import notifications as notes
 from tiergate.domain.changecontrol import freeze_from
 from tiergate.domain.checks import Observation, Result
 from tiergate.domain.reasons import Reason
@@ -87,6 +91,7 @@ class Runtime:
     kube: Kube
     prometheus: Prometheus | None
     replay: ReplayClient | None = None
+    notifier: Notifier | None = None
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     templates: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -373,11 +378,16 @@ async def reconcile(
     if decision.save_signed_off:
         await save_signed_off(runtime, tier, raw_spec, rev)
     decision = await _replay(runtime, tier, decision, now)
+    if runtime.notifier is not None:
+        status = notes.recorded(tier.status, decision.status, meta.uid, now)
+        decision = replace(decision, status=status)
     new_status = _dump(decision.status)
     wrote = new_status != _dump(tier.status)
     if wrote:
         await runtime.kube.replace_status(meta.namespace, meta.name, meta.resource_version, new_status)
     await converge_canary(runtime, tier, raw_spec, decision.canary, ctx.canary_deployment)
+    if runtime.notifier is not None:
+        runtime.notifier.offer(meta.namespace, meta.name, decision.status.notifications)
     problem = await converge(runtime, tier, raw_spec, decision.deployment, deployment)
     _record(tier, decision, now)
     metrics.RECONCILE_SECONDS.observe(asyncio.get_running_loop().time() - started)

@@ -221,7 +221,12 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
     user = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
 
     def can(
-        verb: str, resource: str, group: str = "", ns: str | None = "default", sub: str | None = None
+        verb: str,
+        resource: str,
+        group: str = "",
+        ns: str | None = "default",
+        sub: str | None = None,
+        name: str | None = None,
     ) -> bool:
         review = authz.create_subject_access_review(
             {
@@ -238,6 +243,7 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
                         "group": group,
                         "namespace": ns,
                         "subresource": sub,
+                        "name": name,
                     },
                 }
             }
@@ -253,8 +259,11 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
         ("list", "pods", "", "default", None),
         ("create", "events", "", "default", None),
         ("update", "leases", "coordination.k8s.io", OPERATOR_NS, None),
+        ("get", "secrets", "", OPERATOR_NS, None, "tiergate-notifications"),
     ]
     forbidden = [
+        ("get", "secrets", "", OPERATOR_NS, None, "tiergate-api-tokens"),
+        ("list", "secrets", "", OPERATOR_NS, None),
         ("update", "sendertiers", "tiergate.io", "default", None),
         ("delete", "sendertiers", "tiergate.io", "default", None),
         ("delete", "deployments", "apps", "default", None),
@@ -266,8 +275,8 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
         ("create", "clusterrolebindings", "rbac.authorization.k8s.io", None, None),
         ("escalate", "clusterroles", "rbac.authorization.k8s.io", None, None),
     ]
-    assert [n for n in needed if not can(n[0], n[1], n[2], n[3], n[4])] == []
-    assert [f for f in forbidden if can(f[0], f[1], f[2], f[3], f[4])] == []
+    assert [n for n in needed if not can(*n)] == []
+    assert [f for f in forbidden if can(*f)] == []
 
 
 @pytest.mark.usefixtures("sender_env")
