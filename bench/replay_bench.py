@@ -1,7 +1,7 @@
 """Replay benchmark: the incident's 147,000 discards across 5,000 customers, replayed to an SMPP
 peer unthrottled and at a set rate; prints one JSON document.
 
-Real processes on loopback: the smpp34 test SMSC (``tiergate sender smsc``), the sender's tier
+Real processes on loopback: the smpp34 test SMSC (``tiergate smsc``), the sender's tier
 workers (``tiergate sender worker``) and the replay service (``python -m tiergate.replay replay
 serve``), over one store. Discards are seeded through the store API (enqueue, lease, discard in
 bulk). Each phase starts a replay job over its own tier's discards and ends when the SMSC has
@@ -200,9 +200,7 @@ async def main() -> None:
 
     procs = Procs(workdir)
     smpp, stats, replay_port = free_port(), free_port(), free_port()
-    smsc = procs.start(
-        "smsc", [TIERGATE, "sender", "smsc", "--port", str(smpp), "--stats-port", str(stats)], {}
-    )
+    smsc = procs.start("smsc", [TIERGATE, "smsc", "--port", str(smpp), "--stats-port", str(stats)], {})
     await wait_up(f"http://127.0.0.1:{stats}/healthz")
     workers = []
     for i in range(args.workers):

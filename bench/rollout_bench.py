@@ -166,7 +166,6 @@ def _smsc() -> tuple[int, subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [
             TIERGATE,
-            "sender",
             "smsc",
             "--host",
             "127.0.0.1",

@@ -424,7 +424,7 @@ async def run_once(args: argparse.Namespace, store_url: str, tmp: Path) -> dict[
         "TIERGATE_EVENT_LOOP": args.event_loop,
     }
     smsc = start(
-        ["sender", "smsc", "--port", str(smpp), "--stats-port", str(stats), "--receipts"],
+        ["smsc", "--port", str(smpp), "--stats-port", str(stats), "--receipts"],
         env,
         tmp / "smsc.log",
     )

@@ -182,7 +182,6 @@ def smsc_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmscProce
     proc = subprocess.Popen(
         [
             TIERGATE,
-            "sender",
             "smsc",
             "--host",
             "127.0.0.1",
