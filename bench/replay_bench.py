@@ -27,11 +27,10 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
+from tiergate.store import Discard, Encoding, NewMessage, Store, WorkerIdentity, open_store
+from tiergate_kits.helpers import free_port
 
-from tiergate.store import Discard, Encoding, NewMessage, Store, WorkerIdentity, open_store  # noqa: E402
-from tiergate_kits.helpers import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 TOKEN = "bench-oncall"
@@ -185,12 +184,12 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tiergate-replay-bench-"))
     server = None
     if args.postgres:
-        from tests.plugins.postgres import _bindir, _LocalServer
+        from tiergate_kits.postgres import LocalPostgres, postgres_bindir
 
-        bindir = _bindir()
+        bindir = postgres_bindir()
         if bindir is None:
             raise SystemExit("no PostgreSQL binaries (apt-get install postgresql)")
-        server = _LocalServer(bindir)
+        server = LocalPostgres(bindir)
         args.store_url = server.start()
     store_url = args.store_url or f"sqlite://{workdir / 'tiergate.db'}"
     store = await open_store(store_url)
