@@ -500,12 +500,18 @@ class DeploymentSampler:
         self.apps = client.AppsV1Api(kube_api)
         self.namespace = namespace
         self.samples: list[tuple[float, dict[str, str | None]]] = []
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            deps = self.apps.list_namespaced_deployment(self.namespace).items
+            try:
+                deps = self.apps.list_namespaced_deployment(self.namespace, _request_timeout=5).items
+            except Exception as exc:  # a slow or refused list must not end the sampling
+                self.errors.append(repr(exc))
+                time.sleep(0.1)
+                continue
             current = {
                 d.metadata.name: d.spec.template.metadata.labels.get("tiergate.io/revision") for d in deps
             }

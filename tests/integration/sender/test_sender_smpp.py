@@ -227,6 +227,25 @@ async def test_a_receipt_is_acknowledged_only_once_stored(store: Store, engine_u
         await smsc.stop()
 
 
+async def test_a_receipt_whose_bind_is_gone_reaches_the_next_bind_of_the_account(store: Store) -> None:
+    # A worker submits and stops (a rollout replaced it) before the carrier's receipts come:
+    # the SMSC holds them for the account and the next worker's bind gets them.
+    smsc = TestSmsc("127.0.0.1", free_port(), receipts=True, receipt_delay=1.0)
+    await smsc.start()
+    try:
+        ids = [r.id for r in await store.enqueue([new(i) for i in range(10)])]
+        async with running_worker(store, smsc.port, owner="old"):
+            await eventually(lambda: all_in(store, ids, {MessageState.SUBMITTED}), within=20)
+        assert smsc.stats.receipts_sent == 0
+        await asyncio.sleep(1.5)  # the receipts are due while no bind is up
+        async with running_worker(store, smsc.port, owner="new"):
+            await eventually(lambda: all_in(store, ids, {MessageState.DELIVERED}), within=20)
+        assert smsc.stats.receipts_rerouted == 10
+        assert smsc.stats.receipts_failed == 0
+    finally:
+        await smsc.stop()
+
+
 async def test_a_slot_is_held_until_the_outcome_is_committed(
     store: Store, smsc: TestSmsc, monkeypatch: pytest.MonkeyPatch
 ) -> None:
