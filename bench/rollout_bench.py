@@ -38,13 +38,12 @@ from typing import Any
 import httpx
 from kubernetes import client
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+from tiergate.domain.revision import revision_of
+from tiergate_kits.devcluster import build
+from tiergate_kits.devcluster.cluster import LocalCluster
+from tiergate_kits.helpers import free_port
 
-from tiergate.domain.revision import revision_of  # noqa: E402
-from tiergate_kits.devcluster import build  # noqa: E402
-from tiergate_kits.devcluster.cluster import LocalCluster  # noqa: E402
-from tiergate_kits.helpers import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 GROUP, VERSION, PLURAL = "tiergate.io", "v1alpha1", "sendertiers"
@@ -166,7 +165,6 @@ def _smsc() -> tuple[int, subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [
             TIERGATE,
-            "sender",
             "smsc",
             "--host",
             "127.0.0.1",

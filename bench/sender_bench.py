@@ -60,12 +60,9 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
-
-from tiergate.domain.messages import slow_destination  # noqa: E402
-from tiergate.store import MessageState, open_store  # noqa: E402
-from tiergate_kits.helpers import free_port  # noqa: E402
+from tiergate.domain.messages import slow_destination
+from tiergate.store import MessageState, open_store
+from tiergate_kits.helpers import free_port
 
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 TOKEN = "bench-token"
@@ -424,7 +421,7 @@ async def run_once(args: argparse.Namespace, store_url: str, tmp: Path) -> dict[
         "TIERGATE_EVENT_LOOP": args.event_loop,
     }
     smsc = start(
-        ["sender", "smsc", "--port", str(smpp), "--stats-port", str(stats), "--receipts"],
+        ["smsc", "--port", str(smpp), "--stats-port", str(stats), "--receipts"],
         env,
         tmp / "smsc.log",
     )
@@ -563,12 +560,12 @@ async def main() -> None:
     if args.engine == "postgresql" and not args.store_url:
         admin_dsn = os.environ.get("TIERGATE_BENCH_POSTGRES_DSN")
         if not admin_dsn:
-            from tests.plugins.postgres import _bindir, _LocalServer
+            from tiergate_kits.postgres import LocalPostgres, postgres_bindir
 
-            bindir = _bindir()
+            bindir = postgres_bindir()
             if bindir is None:
                 raise SystemExit("no PostgreSQL binaries and no TIERGATE_BENCH_POSTGRES_DSN")
-            server = _LocalServer(bindir)
+            server = LocalPostgres(bindir)
             admin_dsn = server.start()
     runs: list[dict[str, Any]] = []
     try:

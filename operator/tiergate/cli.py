@@ -46,14 +46,24 @@ KIT_APPS: dict[str, SubApp] = {
         "tiergate_kits.devcluster.cli", "app", "A real local Kubernetes control plane for tests and demos."
     ),
     "drill": SubApp("tiergate_kits.drill.cli", "app", "The 2020 incident drill: baseline against tiergate."),
+    "smsc": SubApp(
+        "tiergate_kits.smsc_cli", "app", "A test SMSC (smpp34's server) for tests, demos and e2e images."
+    ),
 }
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def verb_apps() -> dict[str, SubApp]:
-    """Every mounted verb group: the product's, and the kits' when they are importable."""
-    if importlib.util.find_spec("tiergate_kits") is None:
+    """Every mounted verb group: the product's, and each kit's whose module is installed."""
+    if not _installed("tiergate_kits"):
         return dict(SUB_APPS)
-    return {**SUB_APPS, **KIT_APPS}
+    return {**SUB_APPS, **{name: sub for name, sub in KIT_APPS.items() if _installed(sub.module)}}
 
 
 ONCALL_VERBS = frozenset({"status", "pause", "resume", "retry", "promote", "abort"})

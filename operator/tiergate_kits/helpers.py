@@ -1,8 +1,8 @@
 """Helpers the tests, the benchmarks and the drill share, written once.
 
 Loopback ports, a pod template with extra environment, the health checks a short rollout
-gates on, and polling until something holds (each caller turns a timeout into its own
-failure: a test fails, the drill raises `StackError`).
+gates on, the ConfigMap and Secret a fleet's workers read, and polling until something holds
+(each caller turns a timeout into its own failure: a test fails, the drill raises `StackError`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from kubernetes import client
 
 from tiergate.domain.checks import SUBMITS
 
@@ -30,6 +32,23 @@ def with_env(template: Mapping[str, Any], **env: str) -> dict[str, Any]:
     container["env"] = [e for e in container.get("env", []) if e["name"] not in env]
     container["env"] += [{"name": k, "value": v} for k, v in env.items()]
     return out
+
+
+def create_fleet_env(
+    kube_api: client.ApiClient, namespace: str, store_url: str, upstream_url: str
+) -> dict[str, str]:
+    """Create the ConfigMap ``tiergate-sender`` and Secret ``tiergate-smpp`` the fleet's workers read."""
+    core = client.CoreV1Api(kube_api)
+    data = {"TIERGATE_STORE_URL": store_url, "TIERGATE_UPSTREAM_URL": upstream_url}
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "tiergate-sender"}, "data": data})
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "tiergate-smpp"},
+            "stringData": {"system-id": "tiergate", "password": "secret12"},
+        },
+    )
+    return data
 
 
 def quick_checks(

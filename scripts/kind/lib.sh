@@ -89,7 +89,7 @@ ensure_go_tools() {
 
 # A hash of the working tree's inputs of the tiergate image (the start of its stamp's key).
 tiergate_source_key() {
-  (cd "$REPO" && find operator/tiergate crds -type f \( -name '*.py' -o -name '*.yaml' -o -name '*.env' -o -name '*.typed' \) -print0 \
+  (cd "$REPO" && find operator/tiergate operator/tiergate_kits/smsc.py operator/tiergate_kits/smsc_cli.py kits crds -type f \( -name '*.py' -o -name '*.yaml' -o -name '*.env' -o -name '*.typed' -o -name '*.toml' \) -print0 \
     | sort -z | xargs -0 sha256sum; sha256sum pyproject.toml constraints.txt images/tiergate/Dockerfile.offline images/Dockerfile) \
     | sha256sum | cut -c1-16
 }

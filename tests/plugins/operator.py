@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.plugins.tools import SETUP, require_tool
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tiergate.domain.revision import revision_of
-from tiergate_kits.helpers import free_port, poll, quick_checks, with_env
+from tiergate_kits.helpers import create_fleet_env, free_port, poll, quick_checks, with_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
@@ -183,7 +183,6 @@ def smsc_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmscProce
     proc = subprocess.Popen(
         [
             TIERGATE,
-            "sender",
             "smsc",
             "--host",
             "127.0.0.1",
@@ -221,23 +220,6 @@ def sender_env(
 ) -> dict[str, str]:
     """The ConfigMap and Secret the example fleet's workers read, pointing at local parts."""
     return create_fleet_env(kube_api, namespace, f"sqlite://{tmp_path / 'tiergate.db'}", smsc_process.url)
-
-
-def create_fleet_env(
-    kube_api: client.ApiClient, namespace: str, store_url: str, upstream_url: str
-) -> dict[str, str]:
-    """Create the ConfigMap ``tiergate-sender`` and Secret ``tiergate-smpp`` the fleet's workers read."""
-    core = client.CoreV1Api(kube_api)
-    data = {"TIERGATE_STORE_URL": store_url, "TIERGATE_UPSTREAM_URL": upstream_url}
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "tiergate-sender"}, "data": data})
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "tiergate-smpp"},
-            "stringData": {"system-id": "tiergate", "password": "secret12"},
-        },
-    )
-    return data
 
 
 @dataclass

@@ -603,7 +603,10 @@ class SenderTierSpec(_Spec):
 class Condition(_Status):
     """A standard Kubernetes condition (metav1.Condition)."""
 
-    type: str = Field(description="Ready, Reconciling, Stalled, SignedOff, Halted, Watching or InvalidSpec.")
+    type: str = Field(
+        description="Ready, Reconciling, Stalled, SignedOff, Halted, Watching, InvalidSpec or "
+        "RollbackTargetMissing (the signed-off template to hold has no ControllerRevision)."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase reason from tiergate's Reason list.")
     message: str = Field(default="", description="A human sentence about the transition.")

@@ -166,8 +166,6 @@ async def _once(
             kopf.warn(body, reason=note.reason.value, message=note.message)
         else:
             kopf.info(body, reason=note.reason.value, message=note.message)
-    if outcome.problem:
-        kopf.warn(body, reason="RollbackTargetMissing", message=outcome.problem)
     if outcome.decision.status.phase != (snapshot.get("status") or {}).get("phase"):
         log.info(
             "Tier phase changed sendertier=%s/%s phase=%s message=%r",

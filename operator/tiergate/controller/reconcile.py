@@ -68,6 +68,7 @@ from tiergate.domain.rollout import (
     evaluation_due,
     invalid_spec,
     pods_observation,
+    rollback_target,
 )
 from tiergate.domain.workload import (
     ANNOTATION_APPLIED,
@@ -242,24 +243,35 @@ async def _template_for(
 async def converge(
     runtime: Runtime,
     tier: SenderTier,
-    raw_spec: Mapping[str, Any],
     intent: DeploymentIntent,
     current: DeploymentView,
-) -> str | None:
-    """Make the Deployment match the intent; return a problem sentence, or None."""
+    template: Mapping[str, Any] | None,
+) -> None:
+    """Make the Deployment match the intent (``template`` is the intent's, as `target` found it)."""
     ns, name = tier.metadata.namespace, tier.metadata.name
     if intent.source is Source.NONE:
         if current.exists and current.replicas != 0:
             await runtime.kube.scale_deployment(ns, name, 0)
-        return None
-    template = await _template_for(runtime, tier, raw_spec, intent)
+        return
     if template is None:
-        return f"the signed-off revision {intent.revision} has no ControllerRevision to roll back to"
+        return
     assert intent.revision is not None
     await _apply(
-        runtime, tier, deployment_manifest(tier, template, intent.revision, intent.replicas), current
+        runtime, tier, deployment_manifest(tier, dict(template), intent.revision, intent.replicas), current
     )
-    return None
+
+
+async def target(
+    runtime: Runtime, tier: SenderTier, raw_spec: Mapping[str, Any], intent: DeploymentIntent
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The template the intent asks for, and why it cannot be had (None when it can, or when
+    the intent holds no pods)."""
+    if intent.source is Source.NONE:
+        return None, None
+    template = await _template_for(runtime, tier, raw_spec, intent)
+    if template is None:
+        return None, f"the signed-off revision {intent.revision} has no ControllerRevision to roll back to"
+    return template, None
 
 
 async def _apply(
@@ -339,7 +351,6 @@ class Outcome:
     decision: Decision
     wrote_status: bool
     events: tuple[EventNote, ...] = ()
-    problem: str | None = None
 
 
 async def reconcile(
@@ -378,6 +389,8 @@ async def reconcile(
     if decision.save_signed_off:
         await save_signed_off(runtime, tier, raw_spec, rev)
     decision = await _replay(runtime, tier, decision, now)
+    template, missing = await target(runtime, tier, raw_spec, decision.deployment)
+    decision = rollback_target(decision, missing, meta.generation, now)
     if runtime.notifier is not None:
         status = notes.recorded(tier.status, decision.status, meta.uid, now)
         decision = replace(decision, status=status)
@@ -388,11 +401,11 @@ async def reconcile(
     await converge_canary(runtime, tier, raw_spec, decision.canary, ctx.canary_deployment)
     if runtime.notifier is not None:
         runtime.notifier.offer(meta.namespace, meta.name, decision.status.notifications)
-    problem = await converge(runtime, tier, raw_spec, decision.deployment, deployment)
+    await converge(runtime, tier, decision.deployment, deployment, template)
     _record(tier, decision, now)
     metrics.RECONCILE_SECONDS.observe(asyncio.get_running_loop().time() - started)
     metrics.LAST_RECONCILE.set_to_current_time()
-    return Outcome(decision, wrote, decision.events if wrote else (), problem)
+    return Outcome(decision, wrote, decision.events if wrote else ())
 
 
 def _problem(exc: ValidationError) -> str:

@@ -1137,6 +1137,26 @@ def invalid_spec(status: SenderTierStatus, problem: str, generation: int, now: d
     )
 
 
+def rollback_target(decision: Decision, missing: str | None, generation: int, now: datetime) -> Decision:
+    """The decision with ``RollbackTargetMissing`` True while the template the tier must hold
+    cannot be found (``missing`` says why), and without it once it can.
+
+    One warning Event when the condition is first set; the status holds it after that, so a
+    tier stuck on a lost ControllerRevision does not post an Event on every reconcile.
+    """
+    conds = decision.status.conditions
+    present = any(c.type == cond.ROLLBACK_TARGET_MISSING for c in conds)
+    if missing is None:
+        if not present:
+            return decision
+        kept = [c for c in conds if c.type != cond.ROLLBACK_TARGET_MISSING]
+        return replace(decision, status=decision.status.with_conditions(kept))
+    reason, kind = Reason.ROLLBACK_TARGET_MISSING, cond.ROLLBACK_TARGET_MISSING
+    updated = cond.set_condition(conds, kind, "True", reason, missing, generation, now)
+    events = decision.events if present else (*decision.events, EventNote(reason, missing, warning=True))
+    return replace(decision, status=decision.status.with_conditions(list(updated)), events=events)
+
+
 # Helpers.
 
 

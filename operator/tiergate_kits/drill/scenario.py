@@ -67,7 +67,7 @@ from tiergate_kits.drill.stack import (
     wait_until,
 )
 from tiergate_kits.drill.traffic import Traffic, customer_tokens
-from tiergate_kits.helpers import quick_checks, with_env
+from tiergate_kits.helpers import create_fleet_env, quick_checks, with_env
 
 log = logging.getLogger("tiergate_kits.drill")
 
@@ -407,7 +407,7 @@ class Run:
         core = client.CoreV1Api(self.api)
         core.create_namespace({"metadata": {"name": self.namespace, "labels": {"tiergate.io/drill": "true"}}})
         wait_until(lambda: core.read_namespaced_service_account("default", self.namespace), 30, "namespace")
-        self._sender_config(core)
+        create_fleet_env(self.api, self.namespace, self.stack.store_url, self.shared.smsc_url)
         try:
             return self._execute(core)
         except BaseException:
@@ -472,19 +472,6 @@ class Run:
             smsc_duplicates=int(smsc_after.get("duplicates", 0)) - int(smsc_before.get("duplicates", 0)),
             tiers_beyond_first_with_bad=beyond,
             params={"namespace": self.namespace, "good": self.good, "bad": self.bad},
-        )
-
-    def _sender_config(self, core: client.CoreV1Api) -> None:
-        data = {"TIERGATE_STORE_URL": self.stack.store_url, "TIERGATE_UPSTREAM_URL": self.shared.smsc_url}
-        core.create_namespaced_config_map(
-            self.namespace, {"metadata": {"name": "tiergate-sender"}, "data": data}
-        )
-        core.create_namespaced_secret(
-            self.namespace,
-            {
-                "metadata": {"name": "tiergate-smpp"},
-                "stringData": {"system-id": "tiergate", "password": "secret12"},
-            },
         )
 
     def _deploy_fleet(self) -> None:

@@ -179,7 +179,7 @@ class SharedStack:
         self.procs.start(
             "smsc",
             [
-                TIERGATE, "sender", "smsc", "--host", "127.0.0.1", "--port", str(self.smsc_port),
+                TIERGATE, "smsc", "--host", "127.0.0.1", "--port", str(self.smsc_port),
                 "--stats-port", str(self.smsc_stats_port), "--receipts",
             ],
         )  # fmt: skip

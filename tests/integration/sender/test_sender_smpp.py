@@ -14,10 +14,10 @@ from tests.plugins.smsc import eventually, free_port
 from tiergate.sender.connectors.smpp import SmppConnector
 from tiergate.sender.faults import Faults
 from tiergate.sender.retry import RetryPolicy
-from tiergate.sender.smsc import TestSmsc
 from tiergate.sender.upstream import Upstream
 from tiergate.sender.worker import Worker, WorkerOptions
 from tiergate.store import Encoding, MessageState, NewMessage, Store, WorkerIdentity
+from tiergate_kits.smsc import TestSmsc
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.2)
 
