@@ -6,7 +6,12 @@ with a table of times and events:
 - `AimdRate`: a connector's send rate. It starts at the contracted `tps`; a throttle answer
   (``ESME_RTHROTTLED``, ``ESME_RMSGQFUL``, HTTP 429) multiplies it by `decrease` (at most once
   per `hold`, since one congestion event answers a whole window of submits at once), and it
-  climbs back linearly by `increase` times `tps` per second, never above `tps`.
+  climbs back linearly by `increase` times `tps` per second, never above `tps`. When throttling
+  lasts (`SETTLE` seconds), what the carrier accepted in a second with a cut is its ceiling
+  (`accepted`): when that is under 90 % of `tps` (a carrier that takes less than the
+  contract), the climb slows from 90 % of the ceiling up (to a tenth of the
+  climb, at most a tenth of the ceiling per second), so the rate settles just under what the
+  carrier takes instead of overshooting it each cycle.
 - `CircuitBreaker`: a connector that failed `threshold` submits in a row is skipped for
   `open_for` seconds; then one submit is let through as the recovery probe (half-open). The
   probe's success closes the circuit; its failure opens it again for twice as long (at most
@@ -25,6 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 BACKLOG_FREE = 0.005
+# Seconds of throttling before the carrier's accepted rate counts as its ceiling (a short burst
+# that refused everything is not a ceiling).
+SETTLE = 3.0
 
 
 class AimdRate:
@@ -51,27 +59,69 @@ class AimdRate:
         self._stamp = now
         self._last_decrease = -float("inf")
         self.throttled_since: float | None = None
+        self.ceiling: float | None = None
+        self._above = 0
+
+    def _knee(self) -> float:
+        """Where the climb slows: 90 % of the ceiling, or `tps` when there is none that counts."""
+        if self.ceiling is None or self.ceiling >= 0.9 * self.tps:
+            return self.tps
+        return 0.9 * self.ceiling
 
     def rate(self, now: float) -> float:
         """The allowed rate at `now`, in submits per second."""
-        climbed = self._rate + self.increase * self.tps * max(0.0, now - self._stamp)
-        return min(self.tps, climbed)
+        fast, knee = self.increase * self.tps, self._knee()
+        elapsed = max(0.0, now - self._stamp)
+        start = self._rate
+        if start < knee:
+            to_knee = (knee - start) / fast if fast > 0 else float("inf")
+            if elapsed <= to_knee:
+                return min(self.tps, start + fast * elapsed)
+            start, elapsed = knee, elapsed - to_knee
+        slow = min(fast / 10, knee / 10) if knee < self.tps else fast
+        return min(self.tps, start + slow * elapsed)
 
     def throttled(self, now: float) -> bool:
         """Record a throttle answer; True when it lowered the rate (a new congestion event)."""
+        if self.throttled_since is None:
+            self.throttled_since = now
         if now - self._last_decrease < self.hold:
             return False
         self._rate = max(self.floor, self.rate(now) * self.decrease)
         self._stamp = now
         self._last_decrease = now
-        if self.throttled_since is None:
-            self.throttled_since = now
         return True
+
+    def accepted(self, per_second: float, now: float) -> None:
+        """Record a full second (ending at `now`) in which the carrier accepted `per_second` submits.
+
+        A second that had a cut, `SETTLE` seconds or more into a throttling episode, shows the
+        carrier's ceiling (averaged with the one before, so one burst second moves it half way),
+        and the rate drops to it at once. Two seconds in a row without a cut, each above the
+        ceiling by a tenth, forget it (the carrier takes more now, or an outage ended).
+        """
+        if self.throttled_since is None:
+            return
+        if now - self._last_decrease < 1.0:
+            self._above = 0
+            if now - self.throttled_since < SETTLE or per_second < self.floor:
+                return
+            ceiling = per_second if self.ceiling is None else (self.ceiling + per_second) / 2
+            self._rate, self._stamp = min(self.rate(now), ceiling), now
+            self.ceiling = ceiling
+        elif self.ceiling is not None and per_second > 1.1 * self.ceiling:
+            self._above += 1
+            if self._above >= 2:
+                self._rate, self._stamp = self.rate(now), now
+                self.ceiling, self._above = None, 0
+        else:
+            self._above = 0
 
     def recovered(self, now: float) -> bool:
         """True once, when the rate is back at `tps` after a throttle."""
         if self.throttled_since is not None and self.rate(now) >= self.tps:
             self.throttled_since = None
+            self.ceiling = None
             return True
         return False
 

@@ -185,6 +185,8 @@ class Link:
             self._second = (current, count + 1, before)
         else:
             self._second = (second, 1, count if second == current + 1 else 0)
+            if self.aimd is not None and second == current + 1:
+                self.aimd.accepted(count, now)
 
     def observed_rate(self) -> float:
         """Submits accepted in the last full second (the ceiling for a connector without tps)."""

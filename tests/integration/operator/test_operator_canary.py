@@ -60,6 +60,11 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _stable(sample: dict[str, tuple[str, str | None, bool]], revision: str) -> set[str]:
+    """The uids of a pod sample's pods of ``revision``."""
+    return {uid for uid, rev, _ in sample.values() if rev == revision}
+
+
 def _canary_replicas(kube_api: client.ApiClient, namespace: str, tier: str) -> int:
     dep = client.AppsV1Api(kube_api).read_namespaced_deployment(f"{tier}-canary", namespace)
     return int(dep.spec.replicas)
@@ -73,7 +78,7 @@ def test_a_failing_release_runs_on_the_canary_pod_only_and_halts_on_its_own_seri
     docs, _, first = fleet
     with PodSampler(kube_api, namespace, "bulk") as pods, DeploymentSampler(kube_api, namespace) as deps:
         wait_for(lambda: len(pods.samples) > 0, timeout=10, what="a pod sample")
-        stable_before = {uid for uid, rev, _ in pods.samples[0][1].values() if rev == first["bulk"]}
+        stable_before = _stable(pods.samples[0][1], first["bulk"])
         bad = release(
             kube_api, namespace, docs, TIERGATE_FAULTS="fail-submits=0.6", TIERGATE_ALLOW_FAULTS="1"
         )
@@ -88,6 +93,12 @@ def test_a_failing_release_runs_on_the_canary_pod_only_and_halts_on_its_own_seri
             timeout=60,
             what="bulk back on four stable pods, canary scaled away",
         )
+        # The Deployment's ready count can lead the sampler's last list by a sample or two.
+        wait_for(
+            lambda: len(_stable(pods.samples[-1][1], first["bulk"])) == BULK_PODS,
+            timeout=30,
+            what="the pod sampler to see four stable pods",
+        )
     st = get_tier(kube_api, namespace, "bulk")["status"]
     halt = st["halt"]
     assert halt["check"] == "error-rate", halt
@@ -101,7 +112,7 @@ def test_a_failing_release_runs_on_the_canary_pod_only_and_halts_on_its_own_seri
     assert not deps.ever_ran("bulk", bad["bulk"])
     assert bad["bulk"] not in replica_set_revisions(kube_api, namespace, "bulk", deployment="bulk")
     assert replica_set_revisions(kube_api, namespace, "bulk", deployment="bulk-canary") == {bad["bulk"]}
-    after = {uid for uid, rev, _ in pods.samples[-1][1].values() if rev == first["bulk"]}
+    after = _stable(pods.samples[-1][1], first["bulk"])
     assert len(stable_before & after) >= BULK_PODS - 1
     assert len(after) == BULK_PODS
     for t in ("standard", "priority"):

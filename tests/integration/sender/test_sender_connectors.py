@@ -17,7 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.plugins.smsc import Proc, SmscProc, wait_http
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from tests.plugins.smsc import Proc, SmscProc, free_port, wait_http
 from tests.plugins.upstream import (
     Feeder,
     connectors_file,
@@ -28,6 +32,7 @@ from tests.plugins.upstream import (
     until_drained,
 )
 
+from tiergate.httpserver import HttpServer
 from tiergate.store import MessageState
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -205,3 +210,54 @@ async def test_a_failing_connector_is_skipped_and_probed_back(
     counts = await until_drained(sqlite_url, ids)
     assert counts == {"submitted": 4000}, counts
     assert MessageState.DISCARDED.value not in counts
+
+
+class CappedProvider:
+    """An HTTP SMS provider on loopback that takes `cap` requests a second (a burst of half a second's
+    worth) and answers 429 beyond."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.accepted: list[tuple[float, str]] = []
+        self.throttled: list[float] = []
+        self._tokens, self._stamp = cap / 2, time.monotonic()
+
+    async def send(self, request: Request) -> Response:
+        body = await request.json()
+        now = time.monotonic()
+        self._tokens = min(self.cap / 2, self._tokens + (now - self._stamp) * self.cap)
+        self._stamp = now
+        if self._tokens < 1:
+            self.throttled.append(time.time())
+            return JSONResponse({"error": "rate limit"}, status_code=429)
+        self._tokens -= 1
+        self.accepted.append((time.time(), body["id"]))
+        return JSONResponse({"message_id": f"P-{body['id']}"}, status_code=202)
+
+
+async def test_an_http_provider_answering_429_slows_its_connector_and_loses_nothing(
+    spawn: Callable[..., Proc], tmp_path: Path, sqlite_url: str
+) -> None:
+    # The contract says 100/s, the provider takes 50/s. Every 429 must cut the connector's rate
+    # and hand the message back for a later try: all go out exactly once, none is discarded.
+    # (How close the rate settles to what the provider takes is the AIMD's unit tests: here the
+    # provider shares the test's process and answers in bursts on a loaded machine.)
+    provider = CappedProvider(50)
+    port = free_port()
+    app = Starlette(routes=[Route("/send", provider.send, methods=["POST"])])
+    server = HttpServer(app, "127.0.0.1", port)
+    await server.start()
+    try:
+        ids = await enqueue(sqlite_url, [message(i) for i in range(500)])
+        config = connectors_file(
+            tmp_path, {"name": "provider", "url": f"http://127.0.0.1:{port}/send", "tps": 100}
+        )
+        worker, _ = start_worker(spawn, tmp_path, sqlite_url, config)
+        counts = await until_drained(sqlite_url, ids)
+        assert counts == {"submitted": 500}, counts
+        sent = [id_ for _, id_ in provider.accepted]
+        assert len(sent) == len(set(sent)) == 500
+        assert provider.throttled, "the provider never answered 429: the test proves nothing"
+        assert "Connector throttled, rate lowered connector=provider" in worker.output()
+    finally:
+        await server.stop()

@@ -52,6 +52,66 @@ def test_aimd_reports_the_first_cut_and_the_recovery_once() -> None:
     assert aimd.throttled_since is None
 
 
+def _carrier(aimd: AimdRate, cap: float, seconds: float, *, learn: bool = True) -> tuple[float, float]:
+    """Send at the AIMD rate for `seconds` to a carrier taking `cap`/s, refusing the excess; the
+    accepted rate and the share of submits refused over the second half."""
+    step, t, tick, accepted_in_second = 0.01, 0.0, 0, 0.0
+    ok = refused = 0.0
+    while t < seconds:
+        sent = aimd.rate(t) * step
+        took = min(sent, cap * step)
+        if sent > took:
+            aimd.throttled(t)
+        if t >= seconds / 2:
+            ok, refused = ok + took, refused + sent - took
+        accepted_in_second += took
+        t += step
+        if int(t) > tick:
+            if learn:
+                aimd.accepted(accepted_in_second, t)
+            tick, accepted_in_second = int(t), 0.0
+    return ok / (seconds / 2), refused / (ok + refused)
+
+
+@pytest.mark.parametrize("cap", [40.0, 100.0, 250.0, 400.0])
+def test_aimd_settles_under_a_carrier_that_takes_less_than_the_contract(cap: float) -> None:
+    rate, refused = _carrier(AimdRate(500.0), cap, 40.0)
+    assert rate >= 0.85 * cap
+    assert refused < 0.02
+
+
+def test_without_the_carriers_ceiling_aimd_overshoots_a_low_cap() -> None:
+    # The behaviour the ceiling fixes: climbing at tps/2 per second between cuts, a carrier
+    # taking a fifth of the contract refused about a third of the submits.
+    _, refused = _carrier(AimdRate(500.0), 100.0, 40.0, learn=False)
+    assert refused > 0.25
+
+
+def test_a_one_second_burst_learns_no_ceiling_and_recovers_within_two_seconds() -> None:
+    aimd = AimdRate(500.0)
+    for k in range(11):
+        aimd.throttled(k * 0.1)
+    aimd.accepted(250.0, 1.0)  # the burst's second: too early in the episode to count
+    aimd.accepted(aimd.rate(2.0), 2.0)
+    assert aimd.ceiling is None
+    assert aimd.rate(1.0 + 2.0) >= 0.9 * 500.0
+
+
+def test_a_ceiling_is_learned_late_in_an_episode_and_forgotten_when_the_carrier_takes_more() -> None:
+    aimd = AimdRate(500.0)
+    for k in range(9):
+        aimd.throttled(k * 0.5)
+    aimd.accepted(100.0, 4.2)
+    assert aimd.ceiling == 100.0
+    assert aimd.rate(4.2) <= 100.0
+    aimd.accepted(80.0, 4.4)
+    assert aimd.ceiling == 90.0, "one second moves it half way"
+    aimd.accepted(120.0, 5.6)
+    assert aimd.ceiling == 90.0, "one second above it is not enough"
+    aimd.accepted(120.0, 6.6)
+    assert aimd.ceiling is None
+
+
 @pytest.mark.parametrize(
     ("script", "states"),
     [
