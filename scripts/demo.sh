@@ -62,7 +62,12 @@ KUBECTL=$(command -v kubectl)
 
 say "Installing the SenderTier CRD and the operator's RBAC"
 $KUBECTL apply --server-side -f crds/sendertier.yaml
-$KUBECTL wait --for=condition=Established crd/sendertiers.tiergate.io --timeout=60s
+# A CRD with no status yet is an error to kubectl wait, not something to wait for: ask again.
+for _ in $(seq 60); do
+  $KUBECTL wait --for=condition=Established crd/sendertiers.tiergate.io --timeout=30s >/dev/null 2>&1 && break
+  sleep 1
+done
+$KUBECTL wait --for=condition=Established crd/sendertiers.tiergate.io --timeout=30s
 $KUBECTL apply --server-side -f deploy/operator/rbac.yaml
 TOKEN=$($KUBECTL -n tiergate-system create token tiergate-operator --duration=24h)
 $KUBECTL config view --raw --minify >"$RUN/operator.kubeconfig"

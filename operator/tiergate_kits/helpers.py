@@ -1,7 +1,8 @@
 """Helpers the tests, the benchmarks and the drill share, written once.
 
 Loopback ports, a pod template with extra environment, the health checks a short rollout
-gates on, the ConfigMap and Secret a fleet's workers read, and polling until something holds
+gates on, the ConfigMap and Secret a fleet's workers read, whether a CRD is established, and
+polling until something holds
 (each caller turns a timeout into its own failure: a test fails, the drill raises `StackError`).
 """
 
@@ -74,6 +75,23 @@ def quick_checks(
             },
         },
     ]
+
+
+def crd_established(api: client.ApiClient, name: str) -> bool:
+    """Whether the CustomResourceDefinition ``name`` exists and is Established.
+
+    Poll this rather than run `kubectl wait --for=condition=Established` right after an apply: a
+    CRD that has no status yet is an error to kubectl wait ("<nil> is of the type <nil>"), not
+    something to wait for.
+    """
+    try:
+        crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(name)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    conditions = (crd.status.conditions if crd.status else None) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
 def poll(

@@ -9,6 +9,7 @@ for a while (so the operator can be killed between the post and the mark).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -125,11 +126,10 @@ def _put_secret(core: client.CoreV1Api, text: str) -> None:
         core.replace_namespaced_secret(SECRET_NAME, OPERATOR_NS, body)
 
 
-@pytest.fixture
-def notification_receiver(
-    kube_api: client.ApiClient, operator_kubeconfig: Any
-) -> Iterator[NotificationReceiver]:
-    """A running receiver, named by the operator's notification Secret for the test's length."""
+@contextlib.contextmanager
+def receiving_notifications(kube_api: client.ApiClient) -> Iterator[NotificationReceiver]:
+    """A running receiver, named by the operator's notification Secret while the block runs
+    (start the operator with ``--notifications-secret SECRET_NAME``)."""
     receiver = NotificationReceiver()
     receiver.start()
     core = client.CoreV1Api(kube_api)
@@ -139,3 +139,12 @@ def notification_receiver(
     finally:
         receiver.stop()
         core.delete_namespaced_secret(SECRET_NAME, OPERATOR_NS)
+
+
+@pytest.fixture
+def notification_receiver(
+    kube_api: client.ApiClient, operator_kubeconfig: Any
+) -> Iterator[NotificationReceiver]:
+    """A running receiver, named by the operator's notification Secret for the test's length."""
+    with receiving_notifications(kube_api) as receiver:
+        yield receiver

@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.plugins.tools import SETUP, require_tool
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tiergate.domain.revision import revision_of
-from tiergate_kits.helpers import create_fleet_env, free_port, poll, quick_checks, with_env
+from tiergate_kits.helpers import crd_established, create_fleet_env, free_port, poll, quick_checks, with_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
@@ -93,9 +93,7 @@ def crd(kubeconfig_path: Path, kube_api: client.ApiClient) -> None:
         "-f",
         str(ROOT / "crds" / "sendertier.yaml"),
     )
-    kubectl(
-        kubeconfig_path, "wait", "--for=condition=Established", "crd/sendertiers.tiergate.io", "--timeout=60s"
-    )
+    wait_for(lambda: crd_established(kube_api, "sendertiers.tiergate.io"), what="the CRD Established")
     # Discovery caches in the API server take a moment after Established.
     custom = client.CustomObjectsApi(kube_api)
     wait_for(lambda: _listable(custom), what="SenderTier API served")

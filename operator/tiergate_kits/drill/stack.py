@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from tiergate.monitoring.prometheus_config import scrape_config
 from tiergate_kits.devcluster import build
 from tiergate_kits.devcluster.cluster import LocalCluster
-from tiergate_kits.helpers import free_port, poll
+from tiergate_kits.helpers import crd_established, free_port, poll
 
 log = logging.getLogger("tiergate_kits.drill.stack")
 
@@ -208,7 +208,11 @@ class SharedStack:
         self.kubectl(
             "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "sendertier.yaml")
         )
-        self.kubectl("wait", "--for=condition=Established", "crd/sendertiers.tiergate.io", "--timeout=60s")
+        api = self.api
+        assert api is not None
+        wait_until(
+            lambda: crd_established(api, "sendertiers.tiergate.io"), 60, "the SenderTier CRD Established"
+        )
         self.kubectl(
             "apply",
             "--server-side",

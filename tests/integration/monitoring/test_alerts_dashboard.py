@@ -10,6 +10,7 @@ rule and each panel query, so a renamed metric or a broken expression fails here
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -27,6 +28,8 @@ import httpx
 import pytest
 import yaml
 from kubernetes import client
+from tests.plugins.notifications import SECRET_NAME as NOTIFICATIONS_SECRET
+from tests.plugins.notifications import receiving_notifications
 from tests.plugins.operator import (
     OperatorProcess,
     SmscProcess,
@@ -166,7 +169,16 @@ def demo(
     api_port, replay_port, sd_port = free_port(), free_port(), free_port()
     api_url, replay_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{replay_port}"
     prom = PrometheusServer(prometheus_binary(), workdir, free_port())
-    op = OperatorProcess(operator_kubeconfig, namespace, workdir / "operator.log", prom.url)
+    # A notification receiver, so that the operator's notification counter has samples too.
+    notifications = contextlib.ExitStack()
+    notifications.enter_context(receiving_notifications(kube_api))
+    op = OperatorProcess(
+        operator_kubeconfig,
+        namespace,
+        workdir / "operator.log",
+        prom.url,
+        extra_args=["--notifications-secret", NOTIFICATIONS_SECRET],
+    )
     try:
         procs.start(
             "api",
@@ -273,6 +285,7 @@ def demo(
     finally:
         op.stop()
         procs.stop()
+        notifications.close()
         prom.stop()
         client.CustomObjectsApi(kube_api).delete_collection_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL
