@@ -21,8 +21,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
-# Debian starts packaged services where it can; tests and the demo start their own on free ports.
-pkill -x prometheus 2>/dev/null || true
+# Debian starts packaged services where it can (as the prometheus user); tests and the demo start
+# their own on free ports, as this user: only the packaged one is stopped.
+if id -u prometheus >/dev/null 2>&1; then pkill -x -u prometheus prometheus 2>/dev/null || true; fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
