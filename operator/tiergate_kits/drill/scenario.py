@@ -307,18 +307,24 @@ class Sampler:
     def restored(self, bad: Mapping[str, str], good: Mapping[str, str]) -> dict[str, float]:
         """When each tier, after its bad revision, was back on its good one with all replicas Ready.
 
-        The bad revision may have run on the tier's Deployment or on its canary Deployment; back
-        means the tier's Deployment holds the good revision with every replica Ready and the
-        canary Deployment, if any, has no pod of the bad one.
+        The bad revision may have run on the tier's Deployment or on its canary Deployment. Back
+        means the tier's Deployment holds the good revision with every replica Ready, no pod of the
+        tier on the bad revision is Ready (a Deployment's Ready count includes the old pods still
+        draining after a rollback) and the canary Deployment, if any, has no pod of the bad one.
         """
+        ready_at = dict(self.ready)
         out: dict[str, float] = {}
         for tier, revision in bad.items():
             seen_bad = False
             for at, deps in self.deployments:
+                serving = ready_at.get(at)
+                if serving is None:
+                    continue
                 held, replicas, ready = deps.get(tier, (None, 0, 0))
                 c_held, c_replicas, c_ready = deps.get(canary_name(tier), (None, 0, 0))
                 canary_bad = c_held == revision and (c_replicas > 0 or c_ready > 0)
-                if held == revision or canary_bad:
+                bad_ready = revision in serving.get(tier, set())
+                if held == revision or canary_bad or bad_ready:
                     seen_bad = True
                 elif seen_bad and held == good.get(tier) and ready >= replicas:
                     out[tier] = at

@@ -150,12 +150,33 @@ def test_the_sampler_finds_when_each_tier_was_restored_and_the_first_bad_start()
         (4.0, {"bulk": ("good", 2, 1), "priority": ("good", 2, 2)}),
         (5.0, {"bulk": ("good", 2, 2), "priority": ("good", 2, 2)}),
     ]
+    sampler.ready = [(at, {}) for at, _ in sampler.deployments]
     bad = {"bulk": "bad", "priority": "bad", "standard": "bad"}
     good = {"bulk": "good", "priority": "good", "standard": "good"}
     assert sampler.restored(bad, good) == {"priority": 4.0, "bulk": 5.0}
     sampler.started = {("bulk", "good"): 0.5, ("bulk", "bad"): 2.2, ("priority", "bad"): 2.1}
     assert sampler.first_start(bad) == 2.1
     assert sampler.first_start({"standard": "bad"}) is None
+
+
+def test_a_tier_is_not_restored_while_pods_of_the_bad_release_are_still_ready() -> None:
+    sampler = Sampler(client.ApiClient(), "ns", Path("/nonexistent.db"), tiergate=True)
+    # Rolled back at 3.0, but the Deployment's Ready count still holds the draining bad pods.
+    sampler.deployments = [
+        (1.0, {"bulk": ("good", 2, 2)}),
+        (2.0, {"bulk": ("bad", 2, 2)}),
+        (3.0, {"bulk": ("good", 2, 2)}),
+        (4.0, {"bulk": ("good", 2, 2)}),
+        (5.0, {"bulk": ("good", 2, 2)}),
+    ]
+    sampler.ready = [
+        (1.0, {"bulk": {"good"}}),
+        (2.0, {"bulk": {"bad"}}),
+        (3.0, {"bulk": {"bad"}}),
+        (4.0, {"bulk": {"bad", "good"}}),
+        (5.0, {"bulk": {"good"}}),
+    ]
+    assert sampler.restored({"bulk": "bad"}, {"bulk": "good"}) == {"bulk": 5.0}
 
 
 def test_a_tier_whose_bad_release_ran_only_on_its_canary_is_restored_when_the_canary_is_gone() -> None:
@@ -169,6 +190,7 @@ def test_a_tier_whose_bad_release_ran_only_on_its_canary_is_restored_when_the_ca
         (6.0, {"bulk": ("good", 4, 4), "bulk-canary": ("bad", 0, 0)}),
         (7.0, {"standard": ("good", 4, 4), "standard-canary": ("good", 0, 0)}),
     ]
+    sampler.ready = [(at, {"bulk": {"good"}, "standard": {"good"}}) for at, _ in sampler.deployments]
     bad = {"bulk": "bad", "standard": "bad"}
     good = {"bulk": "good", "standard": "good"}
     assert sampler.restored(bad, good) == {"bulk": 6.0}
