@@ -112,6 +112,8 @@ class Recording:
     smsc_duplicates: int = 0
     tiers_beyond_first_with_bad: tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
+    # The most pods of the bad revision a tier had at once (its canary pods among them).
+    bad_pods_max: Mapping[str, int] = field(default_factory=dict)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -217,6 +219,7 @@ def summarise(rec: Recording) -> dict[str, Any]:
             "accepted": len(mine),
             "late": sum(1 for d in delays if d > threshold),
             "delay_s": _stats(delays),
+            "handled_by_bad": sum(1 for _, f in mine if f is not None and f.handled_by_bad),
         }
     handled_bad = sum(1 for _, f in after if f is not None and f.handled_by_bad)
     exposed_count = sum(1 for s, f in after if exposed(s, f, rec.bad_windows, traffic_end))
@@ -276,6 +279,7 @@ def summarise(rec: Recording) -> dict[str, Any]:
         "human_actions": len(humans),
         "human_action_list": [m.label for m in humans],
         "bad_beyond_first_tier": list(rec.tiers_beyond_first_with_bad),
+        "bad_pods_max": dict(rec.bad_pods_max),
         "params": dict(rec.params),
     }
 
@@ -335,6 +339,7 @@ def to_json(rec: Recording) -> dict[str, Any]:
         "smsc_duplicates": rec.smsc_duplicates,
         "tiers_beyond_first_with_bad": list(rec.tiers_beyond_first_with_bad),
         "params": dict(rec.params),
+        "bad_pods_max": dict(rec.bad_pods_max),
     }
 
 
@@ -354,4 +359,5 @@ def from_json(data: Mapping[str, Any]) -> Recording:
         smsc_duplicates=int(data["smsc_duplicates"]),
         tiers_beyond_first_with_bad=tuple(data["tiers_beyond_first_with_bad"]),
         params=data["params"],
+        bad_pods_max=data.get("bad_pods_max", {}),
     )

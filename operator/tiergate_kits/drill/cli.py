@@ -1,7 +1,8 @@
 """``tiergate drill``: replay the 2020 outage against plain Deployments and against tiergate.
 
 One command starts the whole stack on the local control plane, runs each chosen scenario in
-both modes one after the other, and writes report.json, report.md and timeline.png.
+both modes one after the other (and fail-share also with a canary in every tier), and writes
+report.json, report.md and timeline.png.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ import typer
 
 from tiergate_kits.drill import report, timeline
 from tiergate_kits.drill.analysis import Recording, from_json, summarise, to_json
-from tiergate_kits.drill.scenario import MODES, SCENARIOS, SHORT, SHORT_SCENARIOS, Run, Settings
+from tiergate_kits.drill.scenario import (
+    ALL_MODES,
+    MODES,
+    SCENARIOS,
+    SHORT,
+    SHORT_SCENARIOS,
+    Run,
+    Settings,
+    runs_in,
+)
 from tiergate_kits.drill.stack import SharedStack, StackError
 
 app = typer.Typer(no_args_is_help=False)
@@ -47,8 +57,22 @@ def chosen_scenarios(scenario: str | None, short: bool) -> list[str]:
     return [scenario]
 
 
+def chosen_modes(mode: str | None, short: bool) -> list[str]:
+    """The modes to run: by name (comma-separated), the two for ``both``, every one for ``all``.
+
+    The default is ``all``, and ``both`` with ``--short`` (the CI drill's runs).
+    """
+    if mode is None:
+        mode = "both" if short else "all"
+    if mode == "both":
+        return list(MODES)
+    if mode == "all":
+        return list(ALL_MODES)
+    return [m.strip() for m in mode.split(",")]
+
+
 def run_drill(scenarios: list[str], modes: list[str], settings: Settings, out: Path, command: str) -> str:
-    """Run every scenario in every mode on one stack; write the report; return the Markdown table."""
+    """Run every scenario in every mode that runs in it on one stack; write the report; return the table."""
     started = time.monotonic()
     shared = SharedStack(out / "work")
     recordings: list[Recording] = []
@@ -56,7 +80,7 @@ def run_drill(scenarios: list[str], modes: list[str], settings: Settings, out: P
         shared.start()
         index = 0
         for scenario in scenarios:
-            for mode in modes:
+            for mode in (m for m in modes if runs_in(m, scenario)):
                 index += 1
                 log.info("Drill run starting scenario=%s mode=%s", scenario, mode)
                 run = Run(
@@ -106,7 +130,15 @@ def drill(
             help="no-bind, fail-share, late-failure or all (default: all; with --short, the first two)."
         ),
     ] = None,
-    mode: Annotated[str, typer.Option(help="baseline, tiergate or both.")] = "both",
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "baseline, tiergate, tiergate-canary (fail-share only), a comma-separated list of them, "
+                "both (the first two) or all (default: all; with --short, both)."
+            )
+        ),
+    ] = None,
     short: Annotated[bool, typer.Option("--short", help="The shortened CI version (a few minutes).")] = False,
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default .run/drill/<UTC timestamp>).")
@@ -115,7 +147,9 @@ def drill(
     detection_delay: Annotated[
         float | None, typer.Option(help="Baseline: seconds until a person notices the outage.")
     ] = None,
-    replicas: Annotated[int | None, typer.Option(help="Worker pods per tier.")] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="Worker pods per tier (tiergate-canary: at least 4).")
+    ] = None,
     warmup: Annotated[
         float | None, typer.Option(help="Seconds of steady traffic before the release.")
     ] = None,
@@ -133,11 +167,15 @@ def drill(
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     scenarios = chosen_scenarios(scenario, short)
-    modes = list(MODES) if mode == "both" else [mode]
-    if any(s not in SCENARIOS for s in scenarios) or any(m not in MODES for m in modes):
+    modes = chosen_modes(mode, short)
+    if any(s not in SCENARIOS for s in scenarios) or any(m not in ALL_MODES for m in modes):
         typer.echo(
-            f"error: scenario must be one of {SCENARIOS} or all; mode one of {MODES} or both", err=True
+            f"error: scenario must be one of {SCENARIOS} or all; mode one of {ALL_MODES}, both or all",
+            err=True,
         )
+        raise typer.Exit(2)
+    if not any(runs_in(m, s) for m in modes for s in scenarios):
+        typer.echo(f"error: mode {mode} runs in none of the scenarios {scenarios}", err=True)
         raise typer.Exit(2)
     settings = settings_for(
         short,

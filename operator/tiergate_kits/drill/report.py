@@ -34,6 +34,24 @@ def _restored(order: Sequence[Sequence[Any]]) -> str:
     return ", ".join(f"{tier} {_seconds(at)}" for tier, at in order) or "-"
 
 
+def _per_tier(values: Mapping[str, Any]) -> str:
+    return " / ".join(_num(v) for v in values.values()) if values else "-"
+
+
+def _bad_per_tier(r: Mapping[str, Any]) -> str:
+    return _per_tier({c: v.get("handled_by_bad") for c, v in r["per_class"].items()})
+
+
+def _pods(r: Mapping[str, Any]) -> str:
+    params = r.get("params", {})
+    replicas = params.get("replicas")
+    canary = params.get("canary")
+    if not canary:
+        return _num(replicas)
+    step = ", ".join(f"{k} {v}" for k, v in canary.items())
+    return f"{_num(replicas)} (canary: {step})"
+
+
 ROWS: Sequence[Row] = (
     ("Messages sent", lambda r: _num(r["sent"])),
     ("Accepted (202)", lambda r: _num(r["accepted"])),
@@ -61,6 +79,15 @@ ROWS: Sequence[Row] = (
     (
         "Traffic handled by the bad release",
         lambda r: f"{r['handled_by_bad']} ({_pct(r['handled_by_bad_share'])})",
+    ),
+    (
+        "Traffic handled by the bad release per tier (bulk / standard / priority)",
+        _bad_per_tier,
+    ),
+    ("Worker pods per tier", _pods),
+    (
+        "Most pods on the bad release at once per tier (bulk / standard / priority)",
+        lambda r: _per_tier(r.get("bad_pods_max", {})),
     ),
     (
         "Traffic waiting while the bad release served its tier",

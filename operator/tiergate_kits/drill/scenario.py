@@ -1,10 +1,13 @@
 """One drill run: a fleet with steady traffic, a bad release to every tier at once, and what followed.
 
-Two modes. ``baseline`` is 2020: plain Deployments (readiness only says the process lives, the
-default rolling update, no operator), the release patched into all of them at once, a person
-who notices after a stated delay, rolls every tier back by hand and replays the discards by
-hand. ``tiergate`` is the same fleet as SenderTiers under the operator, with the health stack
-as the gate, automatic halt and rollback and ``spec.replay.auto``. Three bad releases: ``no-bind``
+Two modes, and a third in one scenario. ``baseline`` is 2020: plain Deployments (readiness only
+says the process lives, the default rolling update, no operator), the release patched into all of
+them at once, a person who notices after a stated delay, rolls every tier back by hand and replays
+the discards by hand. ``tiergate`` is the same fleet as SenderTiers under the operator, with the
+health stack as the gate, automatic halt and rollback and ``spec.replay.auto``. ``tiergate-canary`` is
+``tiergate`` with ``healthGate.canary: {percent: 25}`` on every tier, and enough pods per tier
+that a quarter is a pod (four): it runs in ``fail-share`` only, where the bad release's pods are
+Ready and only its own error series can tell. Three bad releases: ``no-bind``
 (workers start but never bind upstream), ``fail-share`` (workers bind, then fail a share of
 submits; only the Prometheus error-rate check sees it) and ``late-failure`` (the same share of
 failed submits, but only from two minutes after each worker starts: the release passes tier 0's
@@ -35,7 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION, SenderTier
 from tiergate.clients.replay import ReplayClient
 from tiergate.domain.revision import revision_of
-from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, deployment_manifest
+from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, canary_name, deployment_manifest
 from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, StoreError, open_store
 from tiergate_kits.drill.analysis import (
     MARK_DETECTED,
@@ -72,6 +75,11 @@ from tiergate_kits.helpers import create_fleet_env, quick_checks, with_env
 log = logging.getLogger("tiergate_kits.drill")
 
 MODES = ("baseline", "tiergate")
+CANARY_MODE = "tiergate-canary"
+# Modes beyond the two that run only in some scenarios, and the scenarios they run in.
+EXTRA_MODES: Mapping[str, tuple[str, ...]] = {CANARY_MODE: ("fail-share",)}
+ALL_MODES = (*MODES, *EXTRA_MODES)
+OPERATED = ("tiergate", CANARY_MODE)
 SCENARIOS = ("no-bind", "fail-share", "late-failure")
 # What ``--short`` runs when no scenario is named: the CI drill keeps its time. A short
 # late-failure runs when asked for by name.
@@ -107,6 +115,8 @@ class Settings:
     error_window: int = 30
     watch: int = 300
     late_after: float = 120.0
+    canary_percent: int = 25
+    canary_tier_replicas: int = 4
 
     @property
     def max_queue_depth(self) -> int:
@@ -137,15 +147,32 @@ SHORT = {
 }
 
 
+def runs_in(mode: str, scenario: str) -> bool:
+    """Whether a mode runs in a scenario: the two modes in every one, an extra mode in its own."""
+    return scenario in EXTRA_MODES.get(mode, SCENARIOS)
+
+
+def operated(mode: str) -> bool:
+    """Whether the mode's fleet is SenderTiers under the operator."""
+    return mode in OPERATED
+
+
+def tier_replicas(settings: Settings, mode: str) -> int:
+    """Worker pods per tier: ``replicas``, and at least ``canary_tier_replicas`` in the canary mode."""
+    if mode == CANARY_MODE:
+        return max(settings.replicas, settings.canary_tier_replicas)
+    return settings.replicas
+
+
 def fleet_docs(settings: Settings, mode: str) -> list[dict[str, Any]]:
-    """The example fleet with the drill's gate, checks, replicas and retry budget."""
+    """The example fleet with the drill's gate, checks, replicas and retry budget (and canary)."""
     docs = [
         d for d in yaml.safe_load_all((ROOT / "examples" / "fleet" / "sendertiers.yaml").read_text()) if d
     ]
     checks = quick_checks(f"{settings.error_window}s", min_evidence=10, min_ratio=1)
     for doc in docs:
         spec = doc["spec"]
-        spec["replicas"] = settings.replicas
+        spec["replicas"] = tier_replicas(settings, mode)
         spec["healthGate"] = {
             "progressDeadline": f"{settings.progress_deadline}s",
             "bake": f"{settings.bake}s",
@@ -154,7 +181,9 @@ def fleet_docs(settings: Settings, mode: str) -> list[dict[str, Any]]:
             "watch": f"{settings.watch}s",
             "checks": copy.deepcopy(checks),
         }
-        spec["replay"] = {"auto": mode == "tiergate"}
+        if mode == CANARY_MODE:
+            spec["healthGate"]["canary"] = {"percent": settings.canary_percent}
+        spec["replay"] = {"auto": operated(mode)}
         spec["template"] = with_env(spec["template"], TIERGATE_MAX_ATTEMPTS=str(settings.max_attempts))
     return docs
 
@@ -189,7 +218,11 @@ def baseline_deployment(
 
 
 class Sampler:
-    """Every half second: pods, Deployments and SenderTiers of the namespace, and queue depth."""
+    """Every half second: pods, Deployments and SenderTiers of the namespace, and queue depth.
+
+    A tier's pods are those with its tier label, the canary Deployment's (``<tier>-canary``)
+    among them; which release a pod runs is its revision label.
+    """
 
     def __init__(self, api: client.ApiClient, namespace: str, store: StoreView, tiergate: bool) -> None:
         self.core = client.CoreV1Api(api)
@@ -200,6 +233,7 @@ class Sampler:
         self.tiergate = tiergate
         self.pods: list[tuple[float, dict[str, set[str]]]] = []
         self.ready: list[tuple[float, dict[str, set[str]]]] = []
+        self.counts: list[tuple[float, dict[tuple[str, str], int]]] = []
         self.deployments: list[tuple[float, dict[str, tuple[str | None, int, int]]]] = []
         self.tiers: list[tuple[float, dict[str, dict[str, Any]]]] = []
         self.queue: list[QueueSample] = []
@@ -229,16 +263,20 @@ class Sampler:
         now = time.time()
         pods: dict[str, set[str]] = {}
         ready: dict[str, set[str]] = {}
+        counts: dict[tuple[str, str], int] = {}
         for pod in self.core.list_namespaced_pod(self.namespace).items:
             labels = pod.metadata.labels or {}
             if LABEL_TIER in labels:
                 revision = labels.get(LABEL_REVISION, "")
                 pods.setdefault(labels[LABEL_TIER], set()).add(revision)
+                key = (labels[LABEL_TIER], revision)
+                counts[key] = counts.get(key, 0) + 1
                 self._note_start(labels[LABEL_TIER], revision, pod)
                 if _ready(pod):
                     ready.setdefault(labels[LABEL_TIER], set()).add(revision)
         self.pods.append((now, pods))
         self.ready.append((now, ready))
+        self.counts.append((now, counts))
         deps = {
             d.metadata.name: (
                 (d.spec.template.metadata.labels or {}).get(LABEL_REVISION),
@@ -267,18 +305,38 @@ class Sampler:
         return min(times) if times else None
 
     def restored(self, bad: Mapping[str, str], good: Mapping[str, str]) -> dict[str, float]:
-        """When each tier's Deployment, after its bad revision, held its good one with all replicas Ready."""
+        """When each tier, after its bad revision, was back on its good one with all replicas Ready.
+
+        The bad revision may have run on the tier's Deployment or on its canary Deployment. Back
+        means the tier's Deployment holds the good revision with every replica Ready, no pod of the
+        tier on the bad revision is Ready (a Deployment's Ready count includes the old pods still
+        draining after a rollback) and the canary Deployment, if any, has no pod of the bad one.
+        """
+        ready_at = dict(self.ready)
         out: dict[str, float] = {}
         for tier, revision in bad.items():
             seen_bad = False
             for at, deps in self.deployments:
+                serving = ready_at.get(at)
+                if serving is None:
+                    continue
                 held, replicas, ready = deps.get(tier, (None, 0, 0))
-                if held == revision:
+                c_held, c_replicas, c_ready = deps.get(canary_name(tier), (None, 0, 0))
+                canary_bad = c_held == revision and (c_replicas > 0 or c_ready > 0)
+                bad_ready = revision in serving.get(tier, set())
+                if held == revision or canary_bad or bad_ready:
                     seen_bad = True
                 elif seen_bad and held == good.get(tier) and ready >= replicas:
                     out[tier] = at
                     break
         return out
+
+    def most_pods(self, revisions: Mapping[str, str]) -> dict[str, int]:
+        """The most pods of each tier's given revision seen at once (canary pods among them)."""
+        return {
+            tier: max((c.get((tier, rev), 0) for _, c in self.counts), default=0)
+            for tier, rev in revisions.items()
+        }
 
     def bad_windows(self, bad: Mapping[str, str], classes: Mapping[str, str]) -> list[Window]:
         """Spans in which a tier had Ready pods of its bad revision, i.e. serving its traffic."""
@@ -417,7 +475,7 @@ class Run:
     def _execute(self, core: client.CoreV1Api) -> Recording:
         self.stack.start()
         smsc_before = self.shared.smsc_stats()
-        if self.mode == "tiergate":
+        if operated(self.mode):
             self.stack.start_operator(self.namespace)
         view = StoreView(self.stack.store_url)
         try:
@@ -426,7 +484,7 @@ class Run:
             view.close()
 
     def _observe(self, core: client.CoreV1Api, view: StoreView, smsc_before: Mapping[str, Any]) -> Recording:
-        sampler = Sampler(self.api, self.namespace, view, self.mode == "tiergate").start()
+        sampler = Sampler(self.api, self.namespace, view, operated(self.mode)).start()
         traffic = Traffic(
             self.stack.api_url, self.stack.tokens, self.settings.rate, self.settings.shares, self.index
         ).start()
@@ -471,7 +529,14 @@ class Run:
             bad_revisions=frozenset(self.bad.values()),
             smsc_duplicates=int(smsc_after.get("duplicates", 0)) - int(smsc_before.get("duplicates", 0)),
             tiers_beyond_first_with_bad=beyond,
-            params={"namespace": self.namespace, "good": self.good, "bad": self.bad},
+            bad_pods_max=sampler.most_pods(self.bad),
+            params={
+                "namespace": self.namespace,
+                "good": self.good,
+                "bad": self.bad,
+                "replicas": tier_replicas(self.settings, self.mode),
+                "canary": self.docs[0]["spec"]["healthGate"].get("canary"),
+            },
         )
 
     def _deploy_fleet(self) -> None:

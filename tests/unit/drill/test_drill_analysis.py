@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -284,10 +285,45 @@ def test_markdown_has_one_column_per_run_and_the_safety_rows() -> None:
     assert "manual rollback; manual replay" in table
 
 
+def test_the_bad_release_traffic_and_pods_are_counted_per_tier() -> None:
+    rec = replace(
+        _scenario(),
+        mode="tiergate-canary",
+        bad_pods_max={"bulk": 1, "standard": 0, "priority": 0},
+        params={"replicas": 4, "canary": {"percent": 25}},
+    )
+    r = summarise(rec)
+    assert {c: v["handled_by_bad"] for c, v in r["per_class"].items()} == {
+        "bulk": 2,
+        "standard": 0,
+        "priority": 0,
+    }
+    assert r["bad_pods_max"] == {"bulk": 1, "standard": 0, "priority": 0}
+    table = markdown([r])
+    assert "| Traffic handled by the bad release per tier (bulk / standard / priority) | 2 / 0 / 0 |" in table
+    assert "| Worker pods per tier | 4 (canary: percent 25) |" in table
+    most = "| Most pods on the bad release at once per tier (bulk / standard / priority) |"
+    assert f"{most} 1 / 0 / 0 |" in table
+
+
+def test_a_report_from_before_the_per_tier_counts_still_renders() -> None:
+    r = summarise(_scenario())
+    for v in r["per_class"].values():
+        del v["handled_by_bad"]
+    del r["bad_pods_max"]
+    r["params"] = {}
+    table = markdown([r])
+    assert "| Worker pods per tier | - |" in table
+    assert "| Most pods on the bad release at once per tier (bulk / standard / priority) | - |" in table
+
+
 def test_a_recording_survives_its_json_form() -> None:
-    rec = _scenario()
+    rec = replace(_scenario(), bad_pods_max={"bulk": 1})
     again = from_json(json.loads(json.dumps(to_json(rec))))
     assert summarise(again) == summarise(rec)
+    old = to_json(rec)
+    del old["bad_pods_max"]  # a recording kept before the drill counted pods
+    assert from_json(old).bad_pods_max == {}
 
 
 def test_the_timeline_is_drawn_from_the_recordings(tmp_path: Path) -> None:

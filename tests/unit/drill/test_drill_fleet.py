@@ -8,17 +8,21 @@ import pytest
 from kubernetes import client
 
 from tiergate.api.v1alpha1 import SenderTier
+from tiergate.domain.canary import canary_replicas
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION
 from tiergate.sender.faults import parse_faults
-from tiergate_kits.drill.cli import chosen_scenarios, settings_for
+from tiergate_kits.drill.cli import chosen_modes, chosen_scenarios, settings_for
 from tiergate_kits.drill.scenario import (
+    CANARY_MODE,
+    SCENARIOS,
     SHORT,
     Sampler,
     bad_env,
     baseline_deployment,
     fail_after,
     fleet_docs,
+    runs_in,
 )
 from tiergate_kits.helpers import with_env
 
@@ -51,6 +55,45 @@ def test_both_modes_run_the_same_worker_template() -> None:
     base = [d["spec"]["template"] for d in fleet_docs(settings, "baseline")]
     gated = [d["spec"]["template"] for d in fleet_docs(settings, "tiergate")]
     assert base == gated
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_the_canary_fleet_runs_a_quarter_of_four_pods_per_tier(short: bool) -> None:
+    settings = settings_for(short)
+    plain = fleet_docs(settings, "tiergate")
+    docs = fleet_docs(settings, CANARY_MODE)
+    for doc, other in zip(docs, plain, strict=True):
+        tier = SenderTier.model_validate(doc)
+        assert doc["spec"]["replicas"] == 4
+        assert doc["spec"]["healthGate"]["canary"] == {"percent": 25}
+        assert canary_replicas(tier.spec.health_gate.canary, tier.spec.replicas) == 1
+        assert doc["spec"]["replay"] == {"auto": True}
+        assert doc["spec"]["template"] == other["spec"]["template"]
+        assert other["spec"]["replicas"] == settings.replicas  # the plain run keeps its pods
+        assert "canary" not in other["spec"]["healthGate"]
+    assert fleet_docs(settings_for(False, replicas=8), CANARY_MODE)[0]["spec"]["replicas"] == 8
+
+
+def test_the_canary_mode_runs_in_fail_share_only() -> None:
+    assert [s for s in SCENARIOS if runs_in(CANARY_MODE, s)] == ["fail-share"]
+    assert all(runs_in(m, s) for m in ("baseline", "tiergate") for s in SCENARIOS)
+
+
+@pytest.mark.parametrize(
+    ("mode", "short", "expected"),
+    [
+        (None, False, ["baseline", "tiergate", CANARY_MODE]),
+        (None, True, ["baseline", "tiergate"]),
+        ("both", False, ["baseline", "tiergate"]),
+        ("all", True, ["baseline", "tiergate", CANARY_MODE]),
+        (CANARY_MODE, False, [CANARY_MODE]),
+        ("tiergate, tiergate-canary", False, ["tiergate", CANARY_MODE]),
+    ],
+)
+def test_the_modes_by_default_are_all_and_with_short_the_two(
+    mode: str | None, short: bool, expected: list[str]
+) -> None:
+    assert chosen_modes(mode, short) == expected
 
 
 @pytest.mark.parametrize(
@@ -107,12 +150,55 @@ def test_the_sampler_finds_when_each_tier_was_restored_and_the_first_bad_start()
         (4.0, {"bulk": ("good", 2, 1), "priority": ("good", 2, 2)}),
         (5.0, {"bulk": ("good", 2, 2), "priority": ("good", 2, 2)}),
     ]
+    sampler.ready = [(at, {}) for at, _ in sampler.deployments]
     bad = {"bulk": "bad", "priority": "bad", "standard": "bad"}
     good = {"bulk": "good", "priority": "good", "standard": "good"}
     assert sampler.restored(bad, good) == {"priority": 4.0, "bulk": 5.0}
     sampler.started = {("bulk", "good"): 0.5, ("bulk", "bad"): 2.2, ("priority", "bad"): 2.1}
     assert sampler.first_start(bad) == 2.1
     assert sampler.first_start({"standard": "bad"}) is None
+
+
+def test_a_tier_is_not_restored_while_pods_of_the_bad_release_are_still_ready() -> None:
+    sampler = Sampler(client.ApiClient(), "ns", Path("/nonexistent.db"), tiergate=True)
+    # Rolled back at 3.0, but the Deployment's Ready count still holds the draining bad pods.
+    sampler.deployments = [
+        (1.0, {"bulk": ("good", 2, 2)}),
+        (2.0, {"bulk": ("bad", 2, 2)}),
+        (3.0, {"bulk": ("good", 2, 2)}),
+        (4.0, {"bulk": ("good", 2, 2)}),
+        (5.0, {"bulk": ("good", 2, 2)}),
+    ]
+    sampler.ready = [
+        (1.0, {"bulk": {"good"}}),
+        (2.0, {"bulk": {"bad"}}),
+        (3.0, {"bulk": {"bad"}}),
+        (4.0, {"bulk": {"bad", "good"}}),
+        (5.0, {"bulk": {"good"}}),
+    ]
+    assert sampler.restored({"bulk": "bad"}, {"bulk": "good"}) == {"bulk": 5.0}
+
+
+def test_a_tier_whose_bad_release_ran_only_on_its_canary_is_restored_when_the_canary_is_gone() -> None:
+    sampler = Sampler(client.ApiClient(), "ns", Path("/nonexistent.db"), tiergate=True)
+    sampler.deployments = [
+        (1.0, {"bulk": ("good", 4, 4)}),
+        (2.0, {"bulk": ("good", 3, 3), "bulk-canary": ("bad", 1, 0)}),
+        (3.0, {"bulk": ("good", 3, 3), "bulk-canary": ("bad", 1, 1)}),
+        (4.0, {"bulk": ("good", 4, 3), "bulk-canary": ("bad", 0, 1)}),
+        (5.0, {"bulk": ("good", 4, 3), "bulk-canary": ("bad", 0, 0)}),
+        (6.0, {"bulk": ("good", 4, 4), "bulk-canary": ("bad", 0, 0)}),
+        (7.0, {"standard": ("good", 4, 4), "standard-canary": ("good", 0, 0)}),
+    ]
+    sampler.ready = [(at, {"bulk": {"good"}, "standard": {"good"}}) for at, _ in sampler.deployments]
+    bad = {"bulk": "bad", "standard": "bad"}
+    good = {"bulk": "good", "standard": "good"}
+    assert sampler.restored(bad, good) == {"bulk": 6.0}
+    sampler.counts = [
+        (2.0, {("bulk", "good"): 4, ("bulk", "bad"): 1}),
+        (3.0, {("bulk", "good"): 3, ("bulk", "bad"): 1, ("standard", "good"): 4}),
+    ]
+    assert sampler.most_pods(bad) == {"bulk": 1, "standard": 0}
 
 
 def test_the_baseline_deployment_is_2020_plain() -> None:
