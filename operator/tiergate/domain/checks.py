@@ -11,10 +11,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tiergate.api.v1alpha1 import CompareCheck, DiscardBudgetCheck, OnNoData, PrometheusCheck
+from tiergate.domain.series import DISCARDS_COUNTER, SUBMITS_COUNTER
 
 # The sender's counters, as `sender.metrics` registers them; Prometheus exposes them with _total.
-SUBMITS_COUNTER = "tiergate_sender_submits"
-DISCARDS_COUNTER = "tiergate_sender_discards"
 SUBMITS = f"{SUBMITS_COUNTER}_total"
 DISCARDS = f"{DISCARDS_COUNTER}_total"
 PODS_READY = "pods-ready"

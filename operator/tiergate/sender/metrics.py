@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from tiergate.domain.checks import DISCARDS_COUNTER, SUBMITS_COUNTER
+from tiergate.domain.series import DISCARDS_COUNTER, SUBMITS_COUNTER
 
 ACCEPTED = Counter(
     "tiergate_sender_accepted",

@@ -156,6 +156,8 @@ class CircuitBreaker:
 
     def allows(self, now: float) -> bool:
         """Whether a submit may be routed here now (in half-open, only while no probe is out)."""
+        if self._opened_at is None:
+            return True
         match self.state(now):
             case Circuit.CLOSED:
                 return True
@@ -166,19 +168,20 @@ class CircuitBreaker:
 
     def sent(self, now: float) -> bool:
         """Note a submit routed here; True when it is the recovery probe."""
-        if self.state(now) is Circuit.HALF_OPEN:
+        if self._opened_at is not None and self.state(now) is Circuit.HALF_OPEN:
             self._probing = True
             return True
         return False
 
     def succeeded(self) -> bool:
         """Record a submit that reached the upstream; True when this closed an open circuit."""
-        was_open = self._opened_at is not None
         self.failures = 0
+        if self._opened_at is None:
+            return False  # closed: no probe out and `open_for` already at its base
         self._opened_at = None
         self._probing = False
         self.open_for = self.base_open_for
-        return was_open
+        return True
 
     def failed(self, now: float) -> bool:
         """Record a failed submit; True when this opened the circuit."""

@@ -15,16 +15,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tiergate.api.durations import parse_duration
 from tiergate.domain.messages import Delivery, Rules, callback_url_problem
 from tiergate.domain.webhooks import RetrySchedule
-from tiergate.sender.connectors.config import UpstreamSpec, load_upstream, parse_upstream, single_upstream
 from tiergate.sender.errors import ConfigError
 from tiergate.sender.faults import ALLOW_ENV, Faults, allowed_from_env, parse_faults
+
+if TYPE_CHECKING:
+    from tiergate.sender.connectors.config import UpstreamSpec
 
 
 def default_store_url(env: Mapping[str, str]) -> str:
@@ -71,6 +73,10 @@ def worker_settings(
     env: Mapping[str, str] | None = None,
 ) -> WorkerSettings:
     """Resolve worker settings: flag, else environment, else default; validate."""
+    # Here, not at the top: the ingest API reads its settings from this module too, and the
+    # connector configuration (pydantic models, 12 MiB with pydantic) is the workers' alone.
+    from tiergate.sender.connectors.config import load_upstream, parse_upstream, single_upstream
+
     env = os.environ if env is None else env
     tier = tier or env.get("TIERGATE_TIER", "")
     if not tier:

@@ -296,6 +296,10 @@ class Upstream:
         if self._unbound_by_fault():
             return None
         now = self._clock()
+        if len(self.links) == 1:
+            # `choose` over one candidate, without building its view on every submit.
+            link = self.links[0]
+            return link if link.candidate.serves(destination) and link.available(now) else None
         views = [link.view(now) for link in self.links]
         chosen = choose(destination, views, self._rng)
         if chosen is None:
@@ -311,7 +315,7 @@ class Upstream:
 
     def should_fail(self) -> bool:
         """Draw whether the ``fail-submits`` fault fails this submit (once ``fail-after`` has passed)."""
-        return self.failing() and self.faults.should_fail_submit(self._rng)
+        return self.faults.fail_submits > 0 and self.failing() and self.faults.should_fail_submit(self._rng)
 
 
 def build_upstream(
