@@ -22,6 +22,7 @@ import typer
 
 from tiergate.drill import report, timeline
 from tiergate.drill.analysis import Recording, from_json, summarise, to_json
+from tiergate.drill.argo import MODE as ARGO
 from tiergate.drill.scenario import MODES, SCENARIOS, SHORT, SHORT_SCENARIOS, Run, Settings
 from tiergate.drill.stack import SharedStack, StackError
 
@@ -50,7 +51,7 @@ def chosen_scenarios(scenario: str | None, short: bool) -> list[str]:
 def run_drill(scenarios: list[str], modes: list[str], settings: Settings, out: Path, command: str) -> str:
     """Run every scenario in every mode on one stack; write the report; return the Markdown table."""
     started = time.monotonic()
-    shared = SharedStack(out / "work")
+    shared = SharedStack(out / "work", argo_rollouts=ARGO in modes)
     recordings: list[Recording] = []
     try:
         shared.start()
@@ -106,7 +107,9 @@ def drill(
             help="no-bind, fail-share, late-failure or all (default: all; with --short, the first two)."
         ),
     ] = None,
-    mode: Annotated[str, typer.Option(help="baseline, tiergate or both.")] = "both",
+    mode: Annotated[
+        str, typer.Option(help="baseline, argo-rollouts, tiergate, or all (each in turn, the default).")
+    ] = "all",
     short: Annotated[bool, typer.Option("--short", help="The shortened CI version (a few minutes).")] = False,
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default .run/drill/<UTC timestamp>).")
@@ -133,11 +136,9 @@ def drill(
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     scenarios = chosen_scenarios(scenario, short)
-    modes = list(MODES) if mode == "both" else [mode]
+    modes = list(MODES) if mode in ("all", "both") else [mode]
     if any(s not in SCENARIOS for s in scenarios) or any(m not in MODES for m in modes):
-        typer.echo(
-            f"error: scenario must be one of {SCENARIOS} or all; mode one of {MODES} or both", err=True
-        )
+        typer.echo(f"error: scenario must be one of {SCENARIOS} or all; mode one of {MODES} or all", err=True)
         raise typer.Exit(2)
     settings = settings_for(
         short,

@@ -37,6 +37,7 @@ from tiergate.clients.replay import ReplayClient
 from tiergate.domain.checks import SUBMITS
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, deployment_manifest
+from tiergate.drill import argo
 from tiergate.drill.analysis import (
     MARK_DETECTED,
     MARK_HALTED,
@@ -57,13 +58,14 @@ from tiergate.drill.analysis import (
     Window,
     first_mark,
 )
+from tiergate.drill.argo import MODE as ARGO
 from tiergate.drill.stack import CLASSES, ONCALL_TOKEN, ROOT, RunStack, SharedStack, StackError, wait_until
 from tiergate.drill.traffic import Traffic, customer_tokens
 from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, StoreError, open_store
 
 log = logging.getLogger("tiergate.drill")
 
-MODES = ("baseline", "tiergate")
+MODES = ("baseline", ARGO, "tiergate")
 SCENARIOS = ("no-bind", "fail-share", "late-failure")
 # What ``--short`` runs when no scenario is named: the CI drill keeps its time. A short
 # late-failure runs when asked for by name.
@@ -205,13 +207,16 @@ def baseline_deployment(
 class Sampler:
     """Every half second: pods, Deployments and SenderTiers of the namespace, and queue depth."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, store: StoreView, tiergate: bool) -> None:
+    def __init__(
+        self, api: client.ApiClient, namespace: str, store: StoreView, tiergate: bool, rollouts: int = 0
+    ) -> None:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
         self.store = store
         self.tiergate = tiergate
+        self.rollouts = rollouts
         self.pods: list[tuple[float, dict[str, set[str]]]] = []
         self.ready: list[tuple[float, dict[str, set[str]]]] = []
         self.deployments: list[tuple[float, dict[str, tuple[str | None, int, int]]]] = []
@@ -243,7 +248,8 @@ class Sampler:
         now = time.time()
         pods: dict[str, set[str]] = {}
         ready: dict[str, set[str]] = {}
-        for pod in self.core.list_namespaced_pod(self.namespace).items:
+        items = self.core.list_namespaced_pod(self.namespace).items
+        for pod in items:
             labels = pod.metadata.labels or {}
             if LABEL_TIER in labels:
                 revision = labels.get(LABEL_REVISION, "")
@@ -253,14 +259,18 @@ class Sampler:
                     ready.setdefault(labels[LABEL_TIER], set()).add(revision)
         self.pods.append((now, pods))
         self.ready.append((now, ready))
-        deps = {
-            d.metadata.name: (
-                (d.spec.template.metadata.labels or {}).get(LABEL_REVISION),
-                d.spec.replicas or 0,
-                d.status.ready_replicas or 0,
-            )
-            for d in self.apps.list_namespaced_deployment(self.namespace).items
-        }
+        deps = (
+            argo.pod_workloads(items, self.rollouts)
+            if self.rollouts
+            else {
+                d.metadata.name: (
+                    (d.spec.template.metadata.labels or {}).get(LABEL_REVISION),
+                    d.spec.replicas or 0,
+                    d.status.ready_replicas or 0,
+                )
+                for d in self.apps.list_namespaced_deployment(self.namespace).items
+            }
+        )
         self.deployments.append((now, deps))
         if self.tiergate:
             items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["items"]
@@ -410,6 +420,7 @@ class Run:
         self.good = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in self.docs}
         self.bad: dict[str, str] = {}
         self.stack = RunStack(shared, workdir, customer_tokens(settings.customers), settings.max_queue_depth)
+        self.argo = argo.ArgoFleet(self.api, self.namespace, settings, shared.prometheus_url)
 
     def mark(self, kind: str, label: str, at: float | None = None) -> None:
         """Record that something happened."""
@@ -440,7 +451,8 @@ class Run:
             view.close()
 
     def _observe(self, core: client.CoreV1Api, view: StoreView, smsc_before: Mapping[str, Any]) -> Recording:
-        sampler = Sampler(self.api, self.namespace, view, self.mode == "tiergate").start()
+        rollouts = self.settings.replicas if self.mode == ARGO else 0
+        sampler = Sampler(self.api, self.namespace, view, self.mode == "tiergate", rollouts).start()
         traffic = Traffic(
             self.stack.api_url, self.stack.tokens, self.settings.rate, self.settings.shares, self.index
         ).start()
@@ -451,6 +463,9 @@ class Run:
             self._release()
             if self.mode == "baseline":
                 self._baseline_response(sampler)
+            elif self.mode == ARGO:
+                argo.respond(self, sampler, self.argo)
+                asyncio.run(self._manual_replay())
             else:
                 self._tiergate_response(sampler)
             time.sleep(self.settings.observe)
@@ -502,6 +517,15 @@ class Run:
         )
 
     def _deploy_fleet(self) -> None:
+        if self.mode == ARGO:
+            self.argo.deploy(self.docs)
+            wait_until(
+                lambda: argo.serving(self.api, self.namespace, self.good, self.settings.replicas),
+                240,
+                "Argo Rollouts fleet ready",
+                1.0,
+            )
+            return
         if self.mode == "baseline":
             apps = client.AppsV1Api(self.api)
             for doc in self.docs:
@@ -558,6 +582,9 @@ class Run:
             for doc in self.docs:
                 body = baseline_deployment(doc, self.namespace, templates[doc["metadata"]["name"]])
                 apps.replace_namespaced_deployment(doc["metadata"]["name"], self.namespace, body)
+            return
+        if self.mode == ARGO:
+            self.argo.apply(self.docs, templates)
             return
         custom = client.CustomObjectsApi(self.api)
         for name, template in templates.items():
