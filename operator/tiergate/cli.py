@@ -38,7 +38,9 @@ SUB_APPS: dict[str, SubApp] = {
         "replay_app",
         "Replay discarded messages: run the service, start and steer jobs.",
     ),
-    "drill": SubApp("tiergate.drill.cli", "app", "The 2020 incident drill: baseline against tiergate."),
+    "drill": SubApp(
+        "tiergate.drill.cli", "app", "The 2020 incident drill: baseline, Argo Rollouts and tiergate."
+    ),
 }
 ONCALL_VERBS = frozenset({"status", "pause", "resume", "retry", "promote", "abort"})
 

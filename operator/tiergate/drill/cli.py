@@ -1,4 +1,4 @@
-"""``tiergate drill``: replay the 2020 outage against plain Deployments and against tiergate.
+"""``tiergate drill``: replay the 2020 outage against plain Deployments, Argo Rollouts and tiergate.
 
 One command starts the whole stack on the local control plane, runs each chosen scenario in
 both modes one after the other, and writes report.json, report.md and timeline.png.
@@ -116,7 +116,8 @@ def drill(
     ] = None,
     rate: Annotated[float | None, typer.Option(help="Messages per second, all classes together.")] = None,
     detection_delay: Annotated[
-        float | None, typer.Option(help="Baseline: seconds until a person notices the outage.")
+        float | None,
+        typer.Option(help="Baseline and Argo Rollouts: seconds until a person notices the outage."),
     ] = None,
     replicas: Annotated[int | None, typer.Option(help="Worker pods per tier.")] = None,
     warmup: Annotated[
