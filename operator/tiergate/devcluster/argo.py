@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from tiergate.devcluster import build
@@ -70,14 +71,25 @@ def install_crds(kubectl: str, kubeconfig: Path) -> None:
     args = ["apply", "--server-side", "--force-conflicts"]
     for path in crd_files():
         args += ["-f", str(path)]
-    for argv in (
-        base + args,
-        [*base, "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in CRD_NAMES)],
-    ):
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
-        if done.returncode != 0:
-            raise ArgoError(f"{' '.join(argv[2:4])} of the Argo Rollouts CRDs failed: {done.stderr.strip()}")
+    _kubectl([*base, *args])
+    # Right after the apply a CRD may have no status yet, which `kubectl wait` takes for an error.
+    deadline = time.monotonic() + 60
+    wait = [*base, "wait", "--for=condition=Established", "--timeout=30s", *(f"crd/{n}" for n in CRD_NAMES)]
+    while True:
+        try:
+            _kubectl(wait)
+            break
+        except ArgoError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     log.info("Argo Rollouts CRDs installed version=%s", build.load_versions().argo_rollouts)
+
+
+def _kubectl(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    if done.returncode != 0:
+        raise ArgoError(f"kubectl {argv[2]} of the Argo Rollouts CRDs failed: {done.stderr.strip()}")
 
 
 def controller_argv(kubeconfig: Path, metrics_port: int, healthz_port: int) -> list[str]:

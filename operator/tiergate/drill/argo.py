@@ -177,6 +177,7 @@ class ArgoFleet:
         self.namespace = namespace
         self.settings = settings
         self.prometheus_url = prometheus_url
+        self.stable_before: dict[str, str] = {}
 
     def deploy(self, docs: Iterable[Mapping[str, Any]]) -> None:
         """Create the AnalysisTemplate and one Rollout per tier on its good release."""
@@ -198,6 +199,7 @@ class ArgoFleet:
             if name not in templates:
                 continue
             body = rollout(doc, self.namespace, templates[name], self.settings)
+            self.stable_before[name] = str(self.status(name).get("stableRS") or "")
             self.custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
@@ -218,7 +220,9 @@ class ArgoFleet:
         if status.get("abort"):
             return "aborted"
         current = status.get("currentPodHash")
-        if current and status.get("stableRS") == current and status.get("phase") == "Healthy":
+        stable = status.get("stableRS")
+        moved = stable != self.stable_before.get(name)
+        if current and moved and stable == current and status.get("phase") == "Healthy":
             return "promoted"
         return None
 
