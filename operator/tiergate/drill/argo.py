@@ -135,35 +135,38 @@ def rollout(
 
 
 def pod_workloads(pods: Iterable[Any], replicas: int) -> dict[str, tuple[str | None, int, int]]:
-    """Per tier, as the Sampler records a Deployment: the one revision its pods hold, replicas, Ready pods.
+    """Per tier, as the Sampler records a Deployment: the revision it rolls to, replicas, Ready pods of it.
 
-    A Rollout's own status names ReplicaSet hashes, not tiergate revisions; the pods say both.
+    A Rollout's status names ReplicaSet hashes, not tiergate revisions; the pods say both. The
+    revision a tier rolls to is that of its newest pod (a canary's, during an update), as a
+    Deployment's template would say.
     """
-    revisions: dict[str, set[str]] = {}
-    ready: dict[str, int] = {}
+    newest: dict[str, tuple[Any, str]] = {}
+    ready: dict[tuple[str, str], int] = {}
     for pod in pods:
         labels = pod.metadata.labels or {}
         if LABEL_TIER not in labels:
             continue
-        tier = labels[LABEL_TIER]
-        revisions.setdefault(tier, set()).add(labels.get(LABEL_REVISION, ""))
+        tier, revision = labels[LABEL_TIER], labels.get(LABEL_REVISION, "")
+        created = pod.metadata.creation_timestamp
+        if tier not in newest or (created is not None and created > newest[tier][0]):
+            newest[tier] = (created, revision)
         conditions = pod.status.conditions or []
         if any(c.type == "Ready" and c.status == "True" for c in conditions):
-            ready[tier] = ready.get(tier, 0) + 1
-    return {
-        tier: (next(iter(revs)) if len(revs) == 1 else None, replicas, ready.get(tier, 0))
-        for tier, revs in revisions.items()
-    }
+            ready[(tier, revision)] = ready.get((tier, revision), 0) + 1
+    return {tier: (rev, replicas, ready.get((tier, rev), 0)) for tier, (_, rev) in newest.items()}
 
 
 def serving(api: client.ApiClient, namespace: str, revisions: Mapping[str, str], replicas: int) -> bool:
     """Every tier's pods all hold its revision, with ``replicas`` of them Ready."""
     pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items
-    held = pod_workloads(pods, replicas)
-    return all(
-        held.get(tier, (None, 0, 0))[0] == rev and held[tier][2] >= replicas
-        for tier, rev in revisions.items()
-    )
+    held: dict[str, set[str]] = {}
+    for pod in pods:
+        labels = pod.metadata.labels or {}
+        if LABEL_TIER in labels:
+            held.setdefault(labels[LABEL_TIER], set()).add(labels.get(LABEL_REVISION, ""))
+    counts = pod_workloads(pods, replicas)
+    return all(held.get(tier) == {rev} and counts[tier][2] >= replicas for tier, rev in revisions.items())
 
 
 class ArgoFleet:

@@ -71,23 +71,25 @@ def test_the_analysis_asks_tiergates_error_ratio_with_its_threshold_and_limits()
     assert metric["provider"]["prometheus"]["address"] == "http://127.0.0.1:9090"
 
 
-def _pod(tier: str, revision: str, ready: bool) -> SimpleNamespace:
+def _pod(tier: str, revision: str, ready: bool, created: int) -> SimpleNamespace:
     return SimpleNamespace(
-        metadata=SimpleNamespace(labels={LABEL_TIER: tier, LABEL_REVISION: revision}),
+        metadata=SimpleNamespace(
+            labels={LABEL_TIER: tier, LABEL_REVISION: revision}, creation_timestamp=created
+        ),
         status=SimpleNamespace(
             conditions=[SimpleNamespace(type="Ready", status="True" if ready else "False")]
         ),
     )
 
 
-def test_pod_workloads_names_a_revision_only_when_every_pod_holds_it() -> None:
+def test_pod_workloads_names_the_revision_of_the_newest_pod_and_its_ready_pods() -> None:
     pods = [
-        _pod("bulk", "a", True),
-        _pod("bulk", "b", False),
-        _pod("priority", "a", True),
-        _pod("priority", "a", False),
+        _pod("bulk", "good", True, 1),
+        _pod("bulk", "good", True, 2),
+        _pod("bulk", "bad", False, 3),  # the canary that never becomes Ready
+        _pod("priority", "good", True, 1),
     ]
-    assert argo.pod_workloads(pods, 2) == {"bulk": (None, 2, 1), "priority": ("a", 2, 1)}
+    assert argo.pod_workloads(pods, 2) == {"bulk": ("bad", 2, 0), "priority": ("good", 2, 1)}
 
 
 def test_the_argo_group_builds_the_pinned_controller() -> None:
