@@ -65,7 +65,7 @@ from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, Sto
 
 log = logging.getLogger("tiergate.drill")
 
-MODES = ("baseline", ARGO, "tiergate")
+MODES = ("baseline", "tiergate", ARGO)
 SCENARIOS = ("no-bind", "fail-share", "late-failure")
 # What ``--short`` runs when no scenario is named: the CI drill keeps its time. A short
 # late-failure runs when asked for by name.

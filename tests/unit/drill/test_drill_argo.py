@@ -14,8 +14,8 @@ from tiergate.drill.cli import settings_for
 from tiergate.drill.scenario import MODES, baseline_deployment, fleet_docs
 
 
-def test_argo_rollouts_is_a_contender_between_baseline_and_tiergate() -> None:
-    assert MODES == ("baseline", "argo-rollouts", "tiergate")
+def test_argo_rollouts_is_the_third_contender() -> None:
+    assert MODES == ("baseline", "tiergate", "argo-rollouts")
 
 
 @pytest.mark.parametrize("short", [False, True])
