@@ -1,7 +1,7 @@
 """Replay benchmark: the incident's 147,000 discards across 5,000 customers, replayed to an SMPP
 peer unthrottled and at a set rate; prints one JSON document.
 
-Real processes on loopback: the smpp34 test SMSC (``tiergate sender smsc``), the sender's tier
+Real processes on loopback: the smpp34 test SMSC (``tiergate smsc``), the sender's tier
 workers (``tiergate sender worker``) and the replay service (``python -m tiergate.replay replay
 serve``), over one store. Discards are seeded through the store API (enqueue, lease, discard in
 bulk). Each phase starts a replay job over its own tier's discards and ends when the SMSC has
@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,20 +27,14 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
+from tiergate.store import Discard, Encoding, NewMessage, Store, WorkerIdentity, open_store
+from tiergate_kits.helpers import free_port
 
-from tiergate.store import Discard, Encoding, NewMessage, Store, WorkerIdentity, open_store  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 TOKEN = "bench-oncall"
 CLASS = "bulk"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:
@@ -191,12 +184,12 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tiergate-replay-bench-"))
     server = None
     if args.postgres:
-        from tests.plugins.postgres import _bindir, _LocalServer
+        from tiergate_kits.postgres import LocalPostgres, postgres_bindir
 
-        bindir = _bindir()
+        bindir = postgres_bindir()
         if bindir is None:
             raise SystemExit("no PostgreSQL binaries (apt-get install postgresql)")
-        server = _LocalServer(bindir)
+        server = LocalPostgres(bindir)
         args.store_url = server.start()
     store_url = args.store_url or f"sqlite://{workdir / 'tiergate.db'}"
     store = await open_store(store_url)
@@ -206,9 +199,7 @@ async def main() -> None:
 
     procs = Procs(workdir)
     smpp, stats, replay_port = free_port(), free_port(), free_port()
-    smsc = procs.start(
-        "smsc", [TIERGATE, "sender", "smsc", "--port", str(smpp), "--stats-port", str(stats)], {}
-    )
+    smsc = procs.start("smsc", [TIERGATE, "smsc", "--port", str(smpp), "--stats-port", str(stats)], {})
     await wait_up(f"http://127.0.0.1:{stats}/healthz")
     workers = []
     for i in range(args.workers):

@@ -38,26 +38,18 @@ from typing import Any
 import httpx
 from kubernetes import client
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+from tiergate.domain.revision import revision_of
+from tiergate_kits.devcluster import build
+from tiergate_kits.devcluster.cluster import LocalCluster
+from tiergate_kits.helpers import free_port
 
-from tiergate.devcluster import build  # noqa: E402
-from tiergate.devcluster.cluster import LocalCluster  # noqa: E402
-from tiergate.domain.revision import revision_of  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 GROUP, VERSION, PLURAL = "tiergate.io", "v1alpha1", "sendertiers"
 READINESS_ONLY: dict[str, Any] = {"checks": [], "readinessOnly": True}
 LABEL_TIER, LABEL_REVISION = "tiergate.io/tier", "tiergate.io/revision"
 FLEET = ("bulk", "standard", "priority")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ts(value: str) -> float:
@@ -76,7 +68,7 @@ class Operator:
     """The operator as a process, with its metrics port."""
 
     def __init__(self, kubeconfig: Path, log: Path, extra: list[str] | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": "default"}
         self.proc = subprocess.Popen(
             [
@@ -169,18 +161,17 @@ def _wait(check: Any, timeout: float, what: str) -> Any:
 
 
 def _smsc() -> tuple[int, subprocess.Popen[bytes]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             TIERGATE,
-            "sender",
             "smsc",
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
             "--stats-port",
-            str(_free_port()),
+            str(free_port()),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

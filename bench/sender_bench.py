@@ -48,7 +48,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,23 +60,15 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
-
-from tiergate.domain.messages import slow_destination  # noqa: E402
-from tiergate.store import MessageState, open_store  # noqa: E402
+from tiergate.domain.messages import slow_destination
+from tiergate.store import MessageState, open_store
+from tiergate_kits.helpers import free_port
 
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
 TOKEN = "bench-token"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 COUNTRIES = ("+49151{:08d}", "+447400{:06d}", "+1201{:07d}", "+336{:08d}")
 PHASE_OFFSET = {"single": 0, "batch": 10_000_000, "e2e": 20_000_000, "paced": 30_000_000}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stat(pid: int) -> list[str]:
@@ -430,7 +421,7 @@ async def run_once(args: argparse.Namespace, store_url: str, tmp: Path) -> dict[
         "TIERGATE_EVENT_LOOP": args.event_loop,
     }
     smsc = start(
-        ["sender", "smsc", "--port", str(smpp), "--stats-port", str(stats), "--receipts"],
+        ["smsc", "--port", str(smpp), "--stats-port", str(stats), "--receipts"],
         env,
         tmp / "smsc.log",
     )
@@ -569,12 +560,12 @@ async def main() -> None:
     if args.engine == "postgresql" and not args.store_url:
         admin_dsn = os.environ.get("TIERGATE_BENCH_POSTGRES_DSN")
         if not admin_dsn:
-            from tests.plugins.postgres import _bindir, _LocalServer
+            from tiergate_kits.postgres import LocalPostgres, postgres_bindir
 
-            bindir = _bindir()
+            bindir = postgres_bindir()
             if bindir is None:
                 raise SystemExit("no PostgreSQL binaries and no TIERGATE_BENCH_POSTGRES_DSN")
-            server = _LocalServer(bindir)
+            server = LocalPostgres(bindir)
             admin_dsn = server.start()
     runs: list[dict[str, Any]] = []
     try:

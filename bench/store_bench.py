@@ -16,18 +16,13 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]
-
-from tiergate.store import (  # noqa: E402
+from tiergate.store import (
     Encoding,
     NewMessage,
     Store,
@@ -162,13 +157,13 @@ async def engine_url(engine: str) -> AsyncIterator[str | None]:
     if dsn:
         yield dsn
         return
-    from tests.plugins.postgres import _bindir, _LocalServer
+    from tiergate_kits.postgres import LocalPostgres, postgres_bindir
 
-    bindir = _bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         yield None
         return
-    server = _LocalServer(bindir)
+    server = LocalPostgres(bindir)
     admin = server.start()
     try:
         import asyncpg

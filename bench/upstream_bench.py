@@ -1,6 +1,6 @@
 """Upstream benchmark: TPS fidelity, throttle recovery and failover time of the connectors, as JSON.
 
-Real processes on loopback: test SMSCs (``tiergate sender smsc``, smpp34's server) driven over
+Real processes on loopback: test SMSCs (``tiergate smsc``, smpp34's server) driven over
 their HTTP switches, one ``tiergate sender worker`` on a connectors file, a fresh SQLite store
 per scenario. Usage::
 

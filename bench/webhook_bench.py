@@ -19,7 +19,6 @@ import hmac
 import json
 import multiprocessing
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from tiergate.store import (  # noqa: E402
     WorkerIdentity,
     open_store,
 )
+from tiergate_kits.helpers import free_port  # noqa: E402
 
 SECRET = "bench-secret-0123456789"
 CHUNK = 500
@@ -70,12 +70,6 @@ def _receiver(port: int, count: Any, bad: Any) -> None:
 
     app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _until_listening(url: str) -> None:
@@ -172,7 +166,7 @@ async def main() -> None:
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     count, bad = context.Value("q", 0), context.Value("q", 0)
-    port = _free_port()
+    port = free_port()
     receiver = context.Process(target=_receiver, args=(port, count, bad), daemon=True)
     receiver.start()
     hook = f"http://127.0.0.1:{port}/hook"

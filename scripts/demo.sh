@@ -70,7 +70,7 @@ KUBECONFIG=$RUN/operator.kubeconfig $KUBECTL config set-credentials tiergate-ope
 KUBECONFIG=$RUN/operator.kubeconfig $KUBECTL config set-context --current --user=tiergate-operator >/dev/null
 
 say "Starting the test SMSC, Prometheus and the sender API"
-bg smsc "$TG" sender smsc --host 127.0.0.1 --port "$SMPP_PORT" --stats-port "$SMSC_STATS" --receipts
+bg smsc "$TG" smsc --host 127.0.0.1 --port "$SMPP_PORT" --stats-port "$SMSC_STATS" --receipts
 bg podsd "$TG" monitoring pod-sd --host 127.0.0.1 --port "$SD_PORT"
 "$TG" monitoring prometheus-config --sd-url "http://127.0.0.1:$SD_PORT/targets" >"$RUN/prometheus.yml"
 bg prometheus prometheus --config.file="$RUN/prometheus.yml" --storage.tsdb.path="$RUN/prometheus" \

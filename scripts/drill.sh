@@ -4,7 +4,7 @@
 # tiergate, on the local control plane. Writes report.json, report.md and timeline.png under
 # .run/drill/<UTC timestamp>/ and prints the table. Extra arguments go to `tiergate drill`
 # (e.g. --short for the CI version, --scenario no-bind, --out DIR).
-# The one implementation is tiergate.drill (`tiergate drill`).
+# The one implementation is tiergate_kits.drill (`tiergate drill`).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"

@@ -9,5 +9,6 @@ pytest_plugins = [
     "tests.plugins.operator",
     "tests.plugins.replay",
     "tests.plugins.webhooks",
+    "tests.plugins.notifications",
     "tests.plugins.openapi",
 ]

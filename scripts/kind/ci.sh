@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The kind part of .ci/run: runs scripts/kind/e2e.sh when it fits in CI's 90 minutes.
 #   TIERGATE_CI_KIND=auto (default): estimate what the kind step costs on this machine now
-#     (tiergate.devcluster.kindcost: each step whose product is missing, at its seconds measured
+#     (tiergate_kits.devcluster.kindcost: each step whose product is missing, at its seconds measured
 #     here in timings.log or build-info.json, else a default measured on a quiet machine, plus the
 #     run itself), print the parts, and run when the seconds CI has used so far ($1) plus the
 #     estimate fit in $TIERGATE_CI_BUDGET_S (85 minutes: 5 kept for the rest); else say why and skip.
@@ -23,7 +23,7 @@ fits() {
     images=(--images-file "$list")
   fi
   local rc=0
-  PYTHONPATH="$REPO/operator" python3 -m tiergate.devcluster.kindcost --cache "$TIERGATE_CACHE" \
+  PYTHONPATH="$REPO/operator" python3 -m tiergate_kits.devcluster.kindcost --cache "$TIERGATE_CACHE" \
     --used "$used" --budget "$budget" --source-key "$(tiergate_source_key)" "${images[@]}" || rc=$?
   [[ -n "${list:-}" ]] && rm -f "$list"
   return "$rc"

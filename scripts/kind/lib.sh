@@ -16,7 +16,7 @@ KUBECONFIG_FILE="${TIERGATE_KIND_KUBECONFIG:-$RUN_DIR/kubeconfig}"
 mkdir -p "$KIND_CACHE" "$STAMPS" "$IMAGES_DIR"
 
 # shellcheck disable=SC1091
-source "$REPO/operator/tiergate/devcluster/versions.env"
+source "$REPO/operator/tiergate_kits/devcluster/versions.env"
 K8S_BIN="$TIERGATE_CACHE/k8s/$KUBERNETES_VERSION/bin"
 PAUSE_VERSION="${PAUSE_VERSION:-3.10.1}"
 ETCD_TAG="${ETCD_VERSION#v}-0"
@@ -73,7 +73,7 @@ timed() {
 # The Go binaries the kind steps need (the control plane and the kind group), built from the
 # Go module proxy when missing; each group is a timed step of its own.
 go_group_missing() {
-  (cd "$REPO" && PYTHONPATH=operator python3 -c 'import sys; from tiergate.devcluster import build; print(" ".join(build.missing_binaries(group=sys.argv[1])))' "$1")
+  (cd "$REPO" && PYTHONPATH=operator python3 -c 'import sys; from tiergate_kits.devcluster import build; print(" ".join(build.missing_binaries(group=sys.argv[1])))' "$1")
 }
 build_go_group() {
   local missing
@@ -89,7 +89,7 @@ ensure_go_tools() {
 
 # A hash of the working tree's inputs of the tiergate image (the start of its stamp's key).
 tiergate_source_key() {
-  (cd "$REPO" && find operator/tiergate crds -type f \( -name '*.py' -o -name '*.yaml' -o -name '*.env' -o -name '*.typed' \) -print0 \
+  (cd "$REPO" && find operator/tiergate operator/tiergate_kits/smsc.py operator/tiergate_kits/smsc_cli.py kits crds -type f \( -name '*.py' -o -name '*.yaml' -o -name '*.env' -o -name '*.typed' -o -name '*.toml' \) -print0 \
     | sort -z | xargs -0 sha256sum; sha256sum pyproject.toml constraints.txt images/tiergate/Dockerfile.offline images/Dockerfile) \
     | sha256sum | cut -c1-16
 }

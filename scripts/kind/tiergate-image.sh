@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The tiergate image ($TIERGATE_IMAGE, default tiergate:dev).
-# TIERGATE_OFFLINE=1: the project's wheel built from the working tree plus its pinned
+# TIERGATE_OFFLINE=1: the project's wheel and the test SMSC's (kits/smsc, for the chart's smsc
+# component) built from the working tree plus their pinned
 # dependencies (constraints.txt) as wheels on the host (PyPI), then
 # images/tiergate/Dockerfile.offline on the debootstrapped Python base with no network.
-# TIERGATE_OFFLINE=0: `docker build -f images/Dockerfile .` (needs a registry).
+# TIERGATE_OFFLINE=0: `docker build --build-arg KITS=1 -f images/Dockerfile .` (needs a registry).
 # Also the in-cluster Prometheus image (Debian's prometheus binary) when offline.
 # Saved to $TIERGATE_CACHE/kind/images/tiergate-dev.tar for `kind load image-archive`.
 # Rebuilt only when the working tree's package, constraints or a Dockerfile changed.
@@ -18,7 +19,7 @@ offline_build() {
   local ctx="$KIND_CACHE/build/tiergate"
   rm -rf "$ctx"; mkdir -p "$ctx/wheels" "$WHEELS"
   log "Building the project wheel"
-  "$PYTHON" -m pip wheel -q --no-deps -w "$ctx/wheels" "$REPO"
+  "$PYTHON" -m pip wheel -q --no-deps -w "$ctx/wheels" "$REPO" "$REPO/kits/smsc"
   log "Fetching dependency wheels from PyPI"
   "$PYTHON" -m pip wheel -q -w "$WHEELS" -c "$REPO/constraints.txt" "$ctx"/wheels/tiergate-*.whl smpp34
   find "$WHEELS" -name 'tiergate-*.whl' -delete
@@ -50,7 +51,7 @@ build() {
     prometheus_image
     docker save -o "$ARCHIVE.tmp" "$TIERGATE_IMAGE" "$PROMETHEUS_IMAGE"
   else
-    docker build -t "$TIERGATE_IMAGE" -f "$REPO/images/Dockerfile" "$REPO"
+    docker build -t "$TIERGATE_IMAGE" --build-arg KITS=1 -f "$REPO/images/Dockerfile" "$REPO"
     docker save -o "$ARCHIVE.tmp" "$TIERGATE_IMAGE"
   fi
   mv "$ARCHIVE.tmp" "$ARCHIVE"

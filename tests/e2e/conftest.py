@@ -11,8 +11,9 @@ import os
 import pytest
 from kubernetes import client
 from tests.e2e.helpers import SMSC_URL, STORE_URL
-from tests.plugins.operator import create_fleet_env
 from tests.plugins.tools import missing_tool
+
+from tiergate_kits.helpers import create_fleet_env
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,7 +1,7 @@
 """Pytest fixtures giving tests a real Kubernetes API server.
 
 If ``KUBECONFIG`` is set, that cluster is used unchanged (a user's kind, or CI's).
-Otherwise one local control plane (``tiergate.devcluster.LocalCluster``) is
+Otherwise one local control plane (``tiergate_kits.devcluster.LocalCluster``) is
 started for the session in a temporary directory, building its binaries first
 if this machine has none yet. Tests that need it are marked ``cluster``.
 """
@@ -19,8 +19,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tiergate.devcluster import build
-from tiergate.devcluster.cluster import STATE_FILE, LocalCluster
+from tiergate_kits.devcluster import build
+from tiergate_kits.devcluster.cluster import STATE_FILE, LocalCluster
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ least-privilege service account, so every test also proves the RBAC is enough.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,8 +27,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.plugins.tools import SETUP, require_tool
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
-from tiergate.domain.checks import SUBMITS
 from tiergate.domain.revision import revision_of
+from tiergate_kits.helpers import create_fleet_env, free_port, poll, quick_checks, with_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
@@ -36,16 +36,9 @@ OPERATOR_NS = "tiergate-system"
 OPERATOR_SA = "tiergate-operator"
 
 
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def kubectl_path() -> str:
     """kubectl from the local control plane's cache, else from PATH."""
-    from tiergate.devcluster import build
+    from tiergate_kits.devcluster import build
 
     cached = build.bin_dir() / "kubectl"
     if cached.exists():
@@ -82,13 +75,9 @@ def wait_for(
 
     A callable ``what`` is asked at the timeout, so the message tells the state at the end.
     """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
+    done, last = poll(check, timeout, interval)
+    if done:
+        return last
     said = what() if callable(what) else what
     pytest.fail(f"timed out after {timeout}s waiting for {said or check}: last={last!r}")
 
@@ -194,7 +183,6 @@ def smsc_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmscProce
     proc = subprocess.Popen(
         [
             TIERGATE,
-            "sender",
             "smsc",
             "--host",
             "127.0.0.1",
@@ -232,23 +220,6 @@ def sender_env(
 ) -> dict[str, str]:
     """The ConfigMap and Secret the example fleet's workers read, pointing at local parts."""
     return create_fleet_env(kube_api, namespace, f"sqlite://{tmp_path / 'tiergate.db'}", smsc_process.url)
-
-
-def create_fleet_env(
-    kube_api: client.ApiClient, namespace: str, store_url: str, upstream_url: str
-) -> dict[str, str]:
-    """Create the ConfigMap ``tiergate-sender`` and Secret ``tiergate-smpp`` the fleet's workers read."""
-    core = client.CoreV1Api(kube_api)
-    data = {"TIERGATE_STORE_URL": store_url, "TIERGATE_UPSTREAM_URL": upstream_url}
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "tiergate-sender"}, "data": data})
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "tiergate-smpp"},
-            "stringData": {"system-id": "tiergate", "password": "secret12"},
-        },
-    )
-    return data
 
 
 @dataclass
@@ -478,15 +449,6 @@ class Traffic:
 FLEET_TIERS = ("bulk", "standard", "priority")
 
 
-def with_env(template: dict[str, Any], **env: str) -> dict[str, Any]:
-    """A copy of a pod template with extra environment on the worker container."""
-    out = copy.deepcopy(template)
-    container = out["spec"]["containers"][0]
-    container["env"] = [e for e in container.get("env", []) if e["name"] not in env]
-    container["env"] += [{"name": k, "value": v} for k, v in env.items()]
-    return out
-
-
 def phases(kube_api: client.ApiClient, namespace: str) -> dict[str, str | None]:
     """Each example-fleet tier's phase."""
     return {t: (get_tier(kube_api, namespace, t).get("status") or {}).get("phase") for t in FLEET_TIERS}
@@ -501,6 +463,26 @@ def all_signed_off(kube_api: client.ApiClient, namespace: str, revisions: dict[s
     return True
 
 
+@contextlib.contextmanager
+def signed_off_fleet(
+    kube_api: client.ApiClient,
+    namespace: str,
+    store_url: str,
+    docs: list[dict[str, Any]],
+    timeout: float = 240,
+) -> Iterator[dict[str, str]]:
+    """Traffic flowing and the tiers created and signed off at their first revision, which it yields."""
+    with Traffic(store_url, list(FLEET_TIERS), per_second=15):
+        create_tiers(kube_api, namespace, docs)
+        first = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in docs}
+        wait_for(
+            lambda: all_signed_off(kube_api, namespace, first),
+            timeout=timeout,
+            what="first revision signed off",
+        )
+        yield first
+
+
 def release(
     kube_api: client.ApiClient, namespace: str, docs: list[dict[str, Any]], **env: str
 ) -> dict[str, str]:
@@ -512,26 +494,6 @@ def release(
         patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"template": template}})
         revisions[doc["metadata"]["name"]] = revision_of(template)
     return revisions
-
-
-def quick_checks(window: str = "15s", min_evidence: int = 5) -> list[dict[str, Any]]:
-    """A deep readiness probe and the Prometheus error ratio of the tier's revision over ``window``."""
-    selector = 'tier="{tier}",revision="{revision}"'
-    return [
-        {"name": "deep-ready", "http": {"port": 8080, "path": "/readyz"}},
-        {
-            "name": "error-rate",
-            "prometheus": {
-                "query": f'(sum(rate({SUBMITS}{{{selector},result="error"}}[{window}])) or vector(0)) / '
-                f"sum(rate({SUBMITS}{{{selector}}}[{window}]))",
-                "max": 0.05,
-                "minEvidence": {
-                    "query": f"sum(increase({SUBMITS}{{{selector}}}[{window}]))",
-                    "min": min_evidence,
-                },
-            },
-        },
-    ]
 
 
 WINDOW = "15s"
@@ -559,12 +521,18 @@ class DeploymentSampler:
         self.apps = client.AppsV1Api(kube_api)
         self.namespace = namespace
         self.samples: list[tuple[float, dict[str, str | None]]] = []
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            deps = self.apps.list_namespaced_deployment(self.namespace).items
+            try:
+                deps = self.apps.list_namespaced_deployment(self.namespace, _request_timeout=5).items
+            except Exception as exc:  # a slow or refused list must not end the sampling
+                self.errors.append(repr(exc))
+                time.sleep(0.1)
+                continue
             current = {
                 d.metadata.name: d.spec.template.metadata.labels.get("tiergate.io/revision") for d in deps
             }
@@ -594,6 +562,51 @@ class DeploymentSampler:
         return None
 
 
+class PodSampler:
+    """Records, every 100 ms, each pod of a tier: its uid, revision label and whether it is Ready."""
+
+    def __init__(self, kube_api: client.ApiClient, namespace: str, tier: str) -> None:
+        import threading
+
+        self.core = client.CoreV1Api(kube_api)
+        self.namespace = namespace
+        self.selector = f"tiergate.io/tier={tier}"
+        self.samples: list[tuple[float, dict[str, tuple[str, str | None, bool]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+            self.samples.append(
+                (
+                    time.monotonic(),
+                    {
+                        p.metadata.name: (
+                            p.metadata.uid,
+                            (p.metadata.labels or {}).get("tiergate.io/revision"),
+                            any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []),
+                        )
+                        for p in pods
+                        if p.metadata.deletion_timestamp is None
+                    },
+                )
+            )
+            time.sleep(0.1)
+
+    def __enter__(self) -> PodSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def ran(self, revision: str) -> set[str]:
+        """Every pod uid ever seen with that revision."""
+        return {uid for _, pods in self.samples for uid, rev, _ in pods.values() if rev == revision}
+
+
 def serving(kube_api: client.ApiClient, namespace: str, tier: str, revision: str) -> bool:
     """True when the tier's Deployment holds ``revision`` and all its replicas are Ready."""
     dep = client.AppsV1Api(kube_api).read_namespaced_deployment(tier, namespace)
@@ -607,14 +620,20 @@ def set_gate(kube_api: client.ApiClient, namespace: str, docs: list[dict[str, An
         patch_tier(kube_api, namespace, doc["metadata"]["name"], {"spec": {"healthGate": gate}})
 
 
-def replica_set_revisions(kube_api: client.ApiClient, namespace: str, tier: str) -> set[str]:
-    """Every revision a tier's Deployment was ever given, from its ReplicaSets' labels."""
+def replica_set_revisions(
+    kube_api: client.ApiClient, namespace: str, tier: str, deployment: str | None = None
+) -> set[str]:
+    """Every revision a tier's Deployments (or only ``deployment``) were given, from their ReplicaSets."""
     sets = (
         client.AppsV1Api(kube_api)
         .list_namespaced_replica_set(namespace, label_selector=f"tiergate.io/tier={tier}")
         .items
     )
-    return {rs.metadata.labels.get("tiergate.io/revision") for rs in sets}
+    return {
+        rs.metadata.labels.get("tiergate.io/revision")
+        for rs in sets
+        if deployment is None or any(o.name == deployment for o in rs.metadata.owner_references or [])
+    }
 
 
 REPLAY_TOKEN = "operator-replay"
@@ -667,3 +686,15 @@ def _healthy(url: str) -> bool:
         return httpx.get(url, timeout=2).is_success
     except httpx.HTTPError:
         return False
+
+
+def tiergate_cli(kubeconfig: Path, namespace: str, *args: str) -> str:
+    """Run ``tiergate ARGS`` against the test cluster's namespace, as on-call would; its stdout."""
+    done = subprocess.run(
+        [TIERGATE, *args, "--namespace", namespace, "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout

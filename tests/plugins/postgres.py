@@ -11,93 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.plugins.tools import SETUP, missing_tool
+from tiergate_kits.postgres import LocalPostgres, postgres_bindir
 
 ENV_DSN = "TIERGATE_TEST_POSTGRES_DSN"
-
-
-def _bindir() -> Path | None:
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    for candidate in candidates:
-        if (candidate / "pg_ctl").exists():
-            return candidate
-    found = shutil.which("pg_ctl")
-    return Path(found).resolve().parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _LocalServer:
-    """One throwaway PostgreSQL cluster."""
-
-    def __init__(self, bindir: Path) -> None:
-        self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="tiergate-pg-"))
-        self.data = self.root / "data"
-        self.port = _free_port()
-        self.as_root = os.geteuid() == 0
-        if self.as_root:
-            shutil.chown(self.root, "postgres", "postgres")
-
-    def _run(self, *args: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if self.as_root else []
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
-
-    def start(self) -> str:
-        self._run(
-            str(self.bindir / "initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-            " -c max_connections=200 -c shared_buffers=128MB"
-        )
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "server.log"),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def stop(self) -> None:
-        try:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -107,12 +31,12 @@ def postgres_server() -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    bindir = _bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         missing_tool(
             "PostgreSQL server binaries (initdb, pg_ctl)", f"{SETUP} (Debian's postgresql), or set {ENV_DSN}"
         )
-    server = _LocalServer(bindir)
+    server = LocalPostgres(bindir)
     try:
         dsn = server.start()
     except subprocess.CalledProcessError as exc:

@@ -8,7 +8,6 @@ addresses on the local control plane) every second. Tests may stop and start it 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,14 +20,9 @@ import pytest
 import yaml
 
 from tests.plugins.tools import SETUP, missing_tool, require_tool
-from tiergate.drill import stack
 from tiergate.monitoring.prometheus_config import scrape_config
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tiergate_kits.drill import stack
+from tiergate_kits.helpers import free_port
 
 
 @dataclass
@@ -116,7 +110,7 @@ def prometheus(kubeconfig_path: Path, tmp_path_factory: pytest.TempPathFactory) 
     import sys
 
     workdir = tmp_path_factory.mktemp("prometheus")
-    sd_port = _free_port()
+    sd_port = free_port()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig_path)}
     sd_log = (workdir / "pod-sd.log").open("wb")
     sd = subprocess.Popen(
@@ -135,7 +129,7 @@ def prometheus(kubeconfig_path: Path, tmp_path_factory: pytest.TempPathFactory) 
     )
     sd_url = f"http://127.0.0.1:{sd_port}/targets"
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(sd_url)))
-    server = PrometheusServer(prometheus_binary(), workdir, _free_port())
+    server = PrometheusServer(prometheus_binary(), workdir, free_port())
     server.start()
     yield server
     server.stop()

@@ -1,7 +1,7 @@
 """Fixtures for the sender's tests: the smpp34-backed test SMSC, free ports and processes.
 
 `smsc` is one in-process SMSC; `smscs` starts any number of SMSC processes
-(``tiergate sender smsc``) that a test drives over their HTTP switches, kills and restarts.
+(``tiergate smsc``) that a test drives over their HTTP switches, kills and restarts.
 
 Register with ``pytest_plugins = ["tests.plugins.smsc"]`` (or the module path in use).
 """
@@ -23,16 +23,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tiergate.sender.smsc import TestSmsc
+from tiergate_kits.helpers import free_port
+from tiergate_kits.smsc import TestSmsc
+
+__all__ = ["free_port"]  # re-exported: the sender and replay tests import it from here
 
 TIERGATE = [str(Path(sys.executable).parent / "tiergate")]
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -224,7 +220,7 @@ class SmscProc:
         return f"smpp://127.0.0.1:{self.port}"
 
     def _start(self) -> Proc:
-        argv = ["sender", "smsc", "--port", str(self.port), "--stats-port", str(self.stats_port)]
+        argv = ["smsc", "--port", str(self.port), "--stats-port", str(self.stats_port)]
         proc = self._spawn(*argv, *self._args, env={"TIERGATE_LOG_LEVEL": "WARNING"}, name=self.name)
         wait_http(f"http://127.0.0.1:{self.stats_port}/healthz", status=200)
         return proc
@@ -235,7 +231,7 @@ class SmscProc:
         return response.json()
 
     def switch(self, **changes: object) -> dict[str, Any]:
-        """Change the SMSC's switches (see `tiergate.sender.smsc`)."""
+        """Change the SMSC's switches (see `tiergate_kits.smsc`)."""
         return dict(self._http("POST", "/switches", changes))
 
     def stats(self) -> dict[str, Any]:

@@ -38,6 +38,15 @@ def webhooks_config(url_of: dict[str, str]) -> str:
     return orjson.dumps({"customers": customers}).decode()
 
 
+def signed(secret: str, header: str, body: bytes) -> bool:
+    """The README's receiver recipe: a fresh ``t`` and a ``v1`` that is the HMAC of ``t.body``."""
+    parts = [item.split("=", 1) for item in header.split(",") if "=" in item]
+    stamp = next((v for k, v in parts if k == "t"), "0")
+    expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    fresh = stamp.isdigit() and abs(time.time() - int(stamp)) <= 300
+    return fresh and any(k == "v1" and hmac.compare_digest(v, expected) for k, v in parts)
+
+
 class WebhookReceiver:
     """Records what arrives per message, in arrival order; counts bad signatures."""
 
@@ -71,12 +80,7 @@ class WebhookReceiver:
             return Response(status_code=400)
         self.requests += 1
         secret = SECRETS.get(request.path_params["customer"], "")
-        header = request.headers.get("tiergate-signature", "")
-        parts = [item.split("=", 1) for item in header.split(",") if "=" in item]
-        stamp = next((v for k, v in parts if k == "t"), "0")
-        expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-        fresh = stamp.isdigit() and abs(time.time() - int(stamp)) <= 300
-        if not fresh or not any(k == "v1" and hmac.compare_digest(v, expected) for k, v in parts):
+        if not signed(secret, request.headers.get("tiergate-signature", ""), body):
             self.bad_signatures += 1
             return Response(status_code=400)
         if self.refuse:

@@ -8,7 +8,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from tiergate.cli import ONCALL_VERBS, SUB_APPS, build_app
+from tiergate.cli import CHANGE_CONTROL_VERBS, ONCALL_VERBS, SUB_APPS, build_app
 
 HEAVY = ("kopf", "kubernetes", "aiohttp")
 
@@ -35,7 +35,7 @@ def test_the_operator_verb_loads_the_operator() -> None:
 def test_help_lists_every_verb() -> None:
     result = CliRunner().invoke(build_app(), ["--help"], terminal_width=200)
     assert result.exit_code == 0
-    for verb in [*SUB_APPS, *ONCALL_VERBS, "crd"]:
+    for verb in [*SUB_APPS, *ONCALL_VERBS, *CHANGE_CONTROL_VERBS, "crd"]:
         assert f" {verb} " in result.output
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tiergate.clients.replay import ReplayApiError, ReplayClient, ReplayUnavailable
@@ -15,6 +13,7 @@ from tiergate.replay.filters import BadField
 from tiergate.replay.settings import replay_settings
 from tiergate.sender import errors as sender_errors
 from tiergate.store import StoreError
+from tiergate_kits.helpers import free_port
 
 
 @pytest.mark.parametrize(
@@ -45,15 +44,8 @@ def test_the_sender_and_replay_name_the_same_classes_as_the_tree() -> None:
         replay_settings(env={})
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 async def test_an_unreachable_replay_service_is_a_transient_error_not_an_httpx_one() -> None:
-    async with ReplayClient(f"http://127.0.0.1:{_closed_port()}", "token", timeout=2) as client:
+    async with ReplayClient(f"http://127.0.0.1:{free_port()}", "token", timeout=2) as client:
         with pytest.raises(ReplayUnavailable) as caught:
             await client.get_job("j")
     assert isinstance(caught.value, TransientError)

@@ -18,6 +18,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Order", "type": "integer", "jsonPath": ".spec.order"},
     {"name": "Class", "type": "string", "jsonPath": ".spec.trafficClass", "priority": 1},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canary.phase"},
     {"name": "Release", "type": "string", "jsonPath": ".status.release"},
     {"name": "Revision", "type": "string", "jsonPath": ".status.revision", "priority": 1},
     {"name": "Signed-Off", "type": "string", "jsonPath": ".status.signedOffRevision"},

@@ -8,10 +8,12 @@ and compares. Field descriptions here are what ``kubectl explain`` prints.
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tiergate.api.durations import DURATION_PATTERN
 
@@ -67,6 +69,25 @@ class OnFleetHalt(enum.StrEnum):
 
     ROLLBACK = "Rollback"
     HOLD = "Hold"
+
+
+class Approval(enum.StrEnum):
+    """Whether each new release waits at this tier for a person's approval."""
+
+    REQUIRED = "Required"
+    NOT_REQUIRED = "NotRequired"
+
+
+class Weekday(enum.StrEnum):
+    """A day of the week, as deploy windows name it."""
+
+    MON = "Mon"
+    TUE = "Tue"
+    WED = "Wed"
+    THU = "Thu"
+    FRI = "Fri"
+    SAT = "Sat"
+    SUN = "Sun"
 
 
 class During(enum.StrEnum):
@@ -326,6 +347,17 @@ class HealthGate(_Spec):
             "one is required unless readinessOnly is true."
         ),
     )
+    canary: Canary | None = Field(
+        default=None,
+        description=(
+            "Run each new release first on a few pods of the tier (a Deployment named "
+            "<tier>-canary beside the stable one), judged by the same checks on the canary pods' "
+            "own series, before the rest of the tier takes it. Workers pull from a shared queue, "
+            "so the canary's share of the tier's traffic is its share of the pods. Skipped for "
+            "a tier's first release (nothing signed off to run beside) and when the tier has too "
+            "few replicas to keep a stable pod."
+        ),
+    )
 
     @model_validator(mode="after")
     def _a_check_or_readiness_only(self) -> HealthGate:
@@ -344,6 +376,104 @@ class ReplaySpec(_Spec):
             "again; the job is recorded in status."
         ),
     )
+
+
+HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+HHMM_END = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+
+
+class DeployWindow(_Spec):
+    """When a release may start on this tier: days and wall-clock hours in a named time zone."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.start.matches('{HHMM}')",
+                    "message": "start must be HH:MM on a 24-hour clock, 00:00 to 23:59",
+                    "fieldPath": ".start",
+                },
+                {
+                    "rule": f"self.end.matches('{HHMM_END}')",
+                    "message": "end must be HH:MM on a 24-hour clock, 00:00 to 24:00",
+                    "fieldPath": ".end",
+                },
+                {
+                    "rule": "self.start != self.end",
+                    "message": "start and end must differ (00:00 to 24:00 is a whole day)",
+                    "fieldPath": ".end",
+                },
+                {
+                    "rule": "self.timeZone != ''",
+                    "message": "timeZone must name an IANA time zone, e.g. Australia/Sydney or UTC",
+                    "fieldPath": ".timeZone",
+                },
+                {
+                    "rule": "self.days.all(d, self.days.exists_one(e, e == d))",
+                    "message": "name each day at most once",
+                    "fieldPath": ".days",
+                },
+            ]
+        }
+    )
+
+    days: list[Weekday] = Field(
+        min_length=1,
+        max_length=7,
+        description=(
+            "The days the window opens on: Mon, Tue, Wed, Thu, Fri, Sat, Sun (in timeZone). A window "
+            "whose end is not after its start runs overnight into the next day."
+        ),
+    )
+    start: str = Field(
+        max_length=5,
+        description="Opening time, HH:MM on a 24-hour clock, local to timeZone, e.g. 09:00.",
+    )
+    end: str = Field(
+        max_length=5,
+        description=(
+            "Closing time, HH:MM (24:00 is the end of the day), local to timeZone, e.g. 15:00. Before "
+            "start (22:00 to 02:00): the window closes on the next day. A release already started "
+            "when the window closes goes on; the window governs starts only."
+        ),
+    )
+    time_zone: str = Field(
+        alias="timeZone",
+        max_length=64,
+        description=(
+            "An IANA time zone, e.g. Australia/Sydney or UTC; the window follows its daylight-saving "
+            "changes. A zone the operator does not know makes the spec invalid (condition InvalidSpec)."
+        ),
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _start_hhmm(cls, value: str) -> str:
+        if not re.match(HHMM, value):
+            raise ValueError("start must be HH:MM on a 24-hour clock, 00:00 to 23:59")
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _end_hhmm(cls, value: str) -> str:
+        if not re.match(HHMM_END, value):
+            raise ValueError("end must be HH:MM on a 24-hour clock, 00:00 to 24:00")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/London") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> DeployWindow:
+        if self.start == self.end:
+            raise ValueError("start and end must differ (00:00 to 24:00 is a whole day)")
+        return self
 
 
 class PodTemplate(BaseModel):
@@ -448,12 +578,35 @@ class SenderTierSpec(_Spec):
         description="Replay of the messages a halted revision discarded.",
         json_schema_extra={"default": {}},
     )
+    approval: Approval = Field(
+        default=Approval.NOT_REQUIRED,
+        description=(
+            "Required: each new release waits at this tier (phase Waiting, reason AwaitingApproval) "
+            "until `tiergate approve` approves that release; an approval is for one release only. "
+            "Default NotRequired."
+        ),
+    )
+    deploy_windows: list[DeployWindow] = Field(
+        default_factory=list,
+        alias="deployWindows",
+        max_length=16,
+        json_schema_extra={"default": []},
+        description=(
+            "When a new release may start on this tier; empty (the default) means any time. Outside "
+            "every window a release waits (reason OutsideWindow) and the message says when the next "
+            "window opens. Rollbacks, aborts and the fleet policy act at any time. Give every tier of "
+            "a fleet the same windows to set them for the fleet."
+        ),
+    )
 
 
 class Condition(_Status):
     """A standard Kubernetes condition (metav1.Condition)."""
 
-    type: str = Field(description="Ready, Reconciling, Stalled, SignedOff, Halted, Watching or InvalidSpec.")
+    type: str = Field(
+        description="Ready, Reconciling, Stalled, SignedOff, Halted, Watching, InvalidSpec or "
+        "RollbackTargetMissing (the signed-off template to hold has no ControllerRevision)."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase reason from tiergate's Reason list.")
     message: str = Field(default="", description="A human sentence about the transition.")
@@ -654,6 +807,14 @@ class UntestedRelease(_Status):
     at: datetime = Field(description="When the operator acted on it.")
 
 
+class ApprovalStatus(_Status):
+    """The approval that let a release start on a tier with ``approval: Required``."""
+
+    release: str = Field(description="The release approved (one release only).")
+    by: str = Field(description="Who approved it.")
+    at: datetime = Field(description="When the operator acted on the approval.")
+
+
 class ReplayJobStatus(_Status):
     """The replay job started for a halted revision's discards."""
 
@@ -724,6 +885,23 @@ class SenderTierStatus(_Status):
     conditions: list[Condition] = Field(
         default_factory=list, description="Standard conditions: Ready, Reconciling, Stalled, ..."
     )
+    canary: CanaryStatus | None = Field(
+        default=None,
+        description=(
+            "The canary step of the release being rolled out (healthGate.canary), while and after it runs."
+        ),
+    )
+    approval: ApprovalStatus | None = Field(
+        default=None,
+        description="The last approval acted on (spec.approval: Required): which release, who, when.",
+    )
+    notifications: list[NotificationRecord] = Field(
+        default_factory=list,
+        description=(
+            "The notification outbox, newest last: each transition on-call is told about, written "
+            "with the transition and marked once every receiver has it (the last 20 are kept)."
+        ),
+    )
 
     def with_rollout(
         self, rollout: RolloutStatus | None, checks: list[CheckStatus] | None = None
@@ -745,6 +923,10 @@ class SenderTierStatus(_Status):
         """This status with the automatic replay job recorded."""
         return self.model_copy(update={"replay_job": job})
 
+    def with_notifications(self, records: list[NotificationRecord]) -> SenderTierStatus:
+        """This status with its notification outbox replaced."""
+        return self.model_copy(update={"notifications": records})
+
     def handled(self, kind: str, token: str) -> SenderTierStatus:
         """This status with the on-call request ``kind`` marked as acted on."""
         return self.model_copy(update={"handled_requests": {**self.handled_requests, kind: token}})
@@ -752,6 +934,10 @@ class SenderTierStatus(_Status):
     def seen(self, now: datetime) -> SenderTierStatus:
         """This status with its spec's revision first seen at ``now``."""
         return self.model_copy(update={"revision_seen_at": now})
+
+    def approved(self, approval: ApprovalStatus) -> SenderTierStatus:
+        """This status with an approval of a release recorded."""
+        return self.model_copy(update={"approval": approval})
 
     def overridden(self, override: UntestedRelease) -> SenderTierStatus:
         """This status with an on-call override of the release gate recorded."""
@@ -799,6 +985,67 @@ class SenderTierStatus(_Status):
         )
 
 
+class NotificationKind(enum.StrEnum):
+    """A rollout transition that on-call is told about."""
+
+    HALTED = "Halted"
+    ROLLED_BACK = "RolledBack"
+    SIGNED_OFF = "SignedOff"
+    WATCH_PASSED = "WatchPassed"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    FROZEN = "Frozen"
+    OVERRIDE_USED = "OverrideUsed"
+    REPLAY_DONE = "ReplayDone"
+
+
+class NotificationRecord(_Status):
+    """One notification in the tier's outbox: recorded with its transition, marked once delivered."""
+
+    id: str = Field(description="Idempotency key, sent as the Tiergate-Notification-Id header.")
+    kind: NotificationKind = Field(
+        description=(
+            "Halted, RolledBack, SignedOff, WatchPassed, AwaitingApproval, Frozen, OverrideUsed "
+            "or ReplayDone."
+        )
+    )
+    at: datetime = Field(description="When the transition happened.")
+    release: str | None = Field(default=None, description="The release key it concerns.")
+    revision: str | None = Field(default=None, description="The pod-template hash it concerns.")
+    message: str = Field(default="", description="A sentence for on-call.")
+    halt: HaltStatus | None = Field(
+        default=None, description="The halt record (check, query, value, threshold) of a halt or rollback."
+    )
+    sent_to: list[str] = Field(
+        default_factory=list,
+        alias="sentTo",
+        description="Receivers (by name) that answered 2xx to it.",
+    )
+    sent_at: datetime | None = Field(
+        default=None,
+        alias="sentAt",
+        description="When every receiver it is routed to had it; unset while any is pending.",
+    )
+    gave_up_at: datetime | None = Field(
+        default=None,
+        alias="gaveUpAt",
+        description="When the operator stopped retrying it (the retry window ended).",
+    )
+
+    @property
+    def pending(self) -> bool:
+        """Whether it still has to be delivered."""
+        return self.sent_at is None and self.gave_up_at is None
+
+    def delivered(self, receivers: list[str], done: bool, now: datetime) -> NotificationRecord:
+        """This record with more receivers served; ``done`` when none it is routed to is left."""
+        sent = list(dict.fromkeys([*self.sent_to, *receivers]))
+        return self.model_copy(update={"sent_to": sent, "sent_at": now if done else None})
+
+    def given_up(self, now: datetime) -> NotificationRecord:
+        """This record, no longer retried."""
+        return self.model_copy(update={"gave_up_at": now})
+
+
 class ObjectMeta(_Status):
     """The few metadata fields the operator reads."""
 
@@ -823,3 +1070,78 @@ class SenderTier(BaseModel):
     metadata: ObjectMeta
     spec: SenderTierSpec
     status: SenderTierStatus = Field(default_factory=SenderTierStatus)
+
+
+class Canary(_Spec):
+    """The canary step of a tier: how many pods run a new release first, and for how long."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.replicas) != has(self.percent)",
+                    "message": (
+                        "set exactly one of canary.replicas (a pod count) or canary.percent "
+                        "(a share of the tier's replicas)"
+                    ),
+                },
+            ]
+        }
+    )
+
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description=(
+            "Canary pods, taken out of the tier's replicas (the tier keeps at least one stable pod)."
+        ),
+    )
+    percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=99,
+        description=(
+            "Canary pods as a percentage of the tier's replicas, rounded up (at least one pod, "
+            "and the tier keeps at least one stable pod)."
+        ),
+    )
+    bake: Duration | None = Field(
+        default=None,
+        description=(
+            "How long every check must keep passing on the canary pods before the rest of the "
+            "tier takes the release; defaults to healthGate.bake. The tier's own bake runs after."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _replicas_or_percent(self) -> Canary:
+        if (self.replicas is None) == (self.percent is None):
+            raise ValueError("set exactly one of canary.replicas or canary.percent")
+        return self
+
+
+class CanaryPhase(enum.StrEnum):
+    """Where a release's canary step is."""
+
+    RUNNING = "Running"
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class CanaryStatus(_Status):
+    """The canary step of one release on this tier."""
+
+    revision: str = Field(description="The revision the canary pods run.")
+    replicas: int = Field(
+        description="Canary pods; the stable Deployment runs the tier's replicas less these."
+    )
+    phase: CanaryPhase = Field(description="Running, Passed (the whole tier follows) or Failed (halted).")
+    started_at: datetime = Field(alias="startedAt", description="When the canary step started.")
+    ended_at: datetime | None = Field(
+        default=None, alias="endedAt", description="When the canary passed or failed."
+    )
+
+    def ended(self, phase: CanaryPhase, now: datetime) -> CanaryStatus:
+        """This canary step, passed or failed at ``now``."""
+        return self.model_copy(update={"phase": phase, "ended_at": now})

@@ -8,7 +8,8 @@ so a decision made on a stale view is refused instead of applied.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import base64
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,16 @@ def _transient(exc: ApiException) -> TransientError:
     return TransientError(f"API server answered {exc.status}: {exc.reason}")
 
 
+async def _read(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` in a worker thread; None when the object does not exist."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _transient(exc) from exc
+
+
 class Kube:
     """Typed, async operations the controller needs, and nothing more."""
 
@@ -94,12 +105,9 @@ class Kube:
 
     async def read_revision(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The data of a ControllerRevision, or None when it does not exist."""
-        try:
-            obj = await asyncio.to_thread(self._apps.read_namespaced_controller_revision, name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _transient(exc) from exc
+        obj = await _read(self._apps.read_namespaced_controller_revision, name, namespace)
+        if obj is None:
+            return None
         data: dict[str, Any] = obj.data or {}
         return data
 
@@ -189,6 +197,20 @@ class Kube:
         except ApiException as exc:
             raise _transient(exc) from exc
         return result
+
+    async def get_tier(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One SenderTier as the API server has it now, or None if it is gone."""
+        obj: dict[str, Any] | None = await _read(
+            self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+        )
+        return obj
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, decoded, or None if it does not exist."""
+        secret = await _read(self._core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     async def patch_annotations(
         self, namespace: str, name: str, annotations: Mapping[str, str | None]

@@ -18,10 +18,12 @@ import typer
 from tiergate.clients.kube import Kube, load_config
 from tiergate.clients.lease import LeaderLease
 from tiergate.clients.prometheus import Prometheus
+from tiergate.clients.receivers import ReceiverClient
 from tiergate.clients.replay import ReplayClient
 from tiergate.controller import handlers as _handlers  # registers the handlers with Kopf
 from tiergate.controller import metrics
 from tiergate.controller.health import OperatorHealth, Role, health_app
+from tiergate.controller.notifier import Notifier
 from tiergate.controller.reconcile import Runtime
 from tiergate.httpserver import HttpServer
 
@@ -57,6 +59,7 @@ class OperatorOptions:
     replay_url: str | None
     replay_token: str | None
     http: tuple[str, int] | None
+    notifications_secret: str | None = None
 
 
 async def _run(options: OperatorOptions) -> None:
@@ -79,10 +82,16 @@ async def _run(options: OperatorOptions) -> None:
 
 async def _operate(options: OperatorOptions, health: OperatorHealth) -> None:
     api = load_config(os.environ.get("KUBECONFIG"))
+    kube = Kube(api)
     runtime = Runtime(
-        kube=Kube(api),
+        kube=kube,
         prometheus=Prometheus(options.prometheus_url) if options.prometheus_url else None,
         replay=ReplayClient(options.replay_url, options.replay_token or "") if options.replay_url else None,
+        notifier=(
+            Notifier(kube, ReceiverClient(), options.lease_namespace, options.notifications_secret)
+            if options.notifications_secret
+            else None
+        ),
     )
     lease: LeaderLease | None = None
     if options.leader_election:
@@ -91,6 +100,20 @@ async def _operate(options: OperatorOptions, health: OperatorHealth) -> None:
         metrics.LEADER.set(0)
         await lease.acquire()
     metrics.LEADER.set(1)
+    # Only the leader gets here, so only the leader sends notifications.
+    notifier = asyncio.create_task(runtime.notifier.run()) if runtime.notifier else None
+    try:
+        await _lead(options, health, runtime, lease)
+    finally:
+        if notifier is not None:
+            notifier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await notifier
+
+
+async def _lead(
+    options: OperatorOptions, health: OperatorHealth, runtime: Runtime, lease: LeaderLease | None
+) -> None:
     operator = asyncio.create_task(
         kopf.operator(
             clusterwide=not options.namespaces,
@@ -150,6 +173,16 @@ def run(
     replay_token: Annotated[
         str | None, typer.Option(envvar="TIERGATE_REPLAY_TOKEN", help="On-call token of the replay service.")
     ] = None,
+    notifications_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TIERGATE_NOTIFICATIONS_SECRET",
+            help=(
+                "Secret (in the lease namespace) whose receivers.yaml names where notifications go; "
+                "unset = no notifications."
+            ),
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(envvar="TIERGATE_LOG_LEVEL")] = "info",
 ) -> None:
     """Run the SenderTier operator until interrupted."""
@@ -164,5 +197,6 @@ def run(
         replay_url=replay_url,
         replay_token=replay_token,
         http=(metrics_host, metrics_port) if metrics_port else None,
+        notifications_secret=notifications_secret,
     )
     asyncio.run(_run(options))

@@ -20,7 +20,7 @@ from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tiergate.controller import metrics
 from tiergate.controller.reconcile import Runtime, deployment_view, peer_from, reconcile
 from tiergate.domain.rollout import DeploymentView, Peer
-from tiergate.domain.workload import LABEL_MANAGED_BY, LABEL_TIER, MANAGED_BY, PREFIX
+from tiergate.domain.workload import LABEL_CANARY, LABEL_MANAGED_BY, LABEL_TIER, MANAGED_BY, PREFIX
 from tiergate.errors import ConflictError, PermanentError, TransientError
 
 log = logging.getLogger("tiergate.controller")
@@ -61,11 +61,16 @@ def fleet_index(
 def deployment_index(
     namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], DeploymentView]:
-    """tiergate's Deployments, keyed by (namespace, tier)."""
+    """tiergate's Deployments, keyed by (namespace, tier); a canary by (namespace, tier + "/canary")."""
     tier = labels.get(LABEL_TIER)
     if not tier:
         return {}
-    return {(namespace, tier): deployment_view(body)}
+    return {(namespace, _canary_key(tier) if labels.get(LABEL_CANARY) else tier): deployment_view(body)}
+
+
+def _canary_key(tier: str) -> str:
+    """The index key of a tier's canary Deployment ("/" is in no object name)."""
+    return f"{tier}/canary"
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -145,8 +150,9 @@ async def _once(
     peers = tuple(fleet_index.get((namespace, fleet), []))
     views = list(deployment_index.get((namespace, name), []))
     view = views[0] if views else DeploymentView()
+    canaries = list(deployment_index.get((namespace, _canary_key(name)), []))
     try:
-        outcome = await reconcile(runtime, snapshot, peers, view)
+        outcome = await reconcile(runtime, snapshot, peers, view, canary=canaries[0] if canaries else None)
     except ConflictError:
         return 0.5, None
     except TransientError as exc:
@@ -160,8 +166,6 @@ async def _once(
             kopf.warn(body, reason=note.reason.value, message=note.message)
         else:
             kopf.info(body, reason=note.reason.value, message=note.message)
-    if outcome.problem:
-        kopf.warn(body, reason="RollbackTargetMissing", message=outcome.problem)
     if outcome.decision.status.phase != (snapshot.get("status") or {}).get("phase"):
         log.info(
             "Tier phase changed sendertier=%s/%s phase=%s message=%r",

@@ -51,6 +51,11 @@ LAST_RECONCILE = Gauge(
     "tiergate_operator_last_reconcile_timestamp_seconds",
     "Unix time of the last completed reconcile of any SenderTier",
 )
+NOTIFICATION_POSTS = Counter(
+    "tiergate_operator_notification_posts_total",
+    "Notification posts to receivers, by kind and result (sent or error)",
+    ["kind", "result"],
+)
 
 
 LEADER = Gauge(

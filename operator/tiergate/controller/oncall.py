@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
 from tiergate.api.annotations import (
     ANNOTATION_ABORT,
@@ -26,8 +25,8 @@ from tiergate.api.annotations import (
     ANNOTATION_RETRY,
     ANNOTATION_UNTESTED_RELEASE,
 )
-from tiergate.api.durations import parse_duration
 from tiergate.clients.kube import Kube, load_config
+from tiergate.controller.statusview import WIDTH, fleet_tiers, layout
 
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the SenderTiers.")]
 Kubeconfig = Annotated[str | None, typer.Option(envvar="KUBECONFIG", help="Path of a kubeconfig.")]
@@ -41,11 +40,6 @@ def _token(who: str | None) -> str:
     """A request token: who asked, and when (so a repeated request is a new one)."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return f"{who or getpass.getuser()}@{stamp}"
-
-
-def _fleet_tiers(items: list[dict[str, Any]], fleet: str) -> list[dict[str, Any]]:
-    tiers = [t for t in items if t.get("spec", {}).get("fleet") == fleet]
-    return sorted(tiers, key=lambda t: (t["spec"].get("order", 0), t["metadata"]["name"]))
 
 
 def _annotate(kubeconfig: str | None, namespace: str, names: list[str], key: str, value: str | None) -> None:
@@ -63,7 +57,7 @@ def _tiers(kubeconfig: str | None, namespace: str) -> list[dict[str, Any]]:
 
 
 def _require_fleet(items: list[dict[str, Any]], fleet: str) -> list[dict[str, Any]]:
-    tiers = _fleet_tiers(items, fleet)
+    tiers = fleet_tiers(items, fleet)
     if not tiers:
         raise typer.BadParameter(f"no SenderTier of fleet {fleet!r} in this namespace", param_hint="FLEET")
     return tiers
@@ -139,76 +133,9 @@ def promote(
 abort = _request("abort", ANNOTATION_ABORT, "Halt the tier's rollout now and roll it back.")
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _bake_left(tier: dict[str, Any], now: datetime) -> str:
-    """Time left in the bake, or in the watch after sign-off (``watch 42s``)."""
-    status = tier.get("status") or {}
-    rollout = status.get("rollout") or {}
-    until = rollout.get("watchUntil")
-    if status.get("phase") == "SignedOff" and until and rollout.get("revision") == status.get("revision"):
-        left = (_time(until) - now).total_seconds()
-        return f"watch {left:.0f}s" if left > 0 else ""
-    if status.get("phase") != "Baking":
-        return ""
-    since = rollout.get("bakeSince")
-    bake = parse_duration(tier["spec"].get("healthGate", {}).get("bake", "120s"))
-    if not since:
-        return f"{bake:.0f}s (not passing)"
-    elapsed = (now - _time(since)).total_seconds()
-    return f"{max(bake - elapsed, 0):.0f}s"
-
-
-def _checks_text(tier: dict[str, Any]) -> str:
-    parts = []
-    for c in (tier.get("status") or {}).get("checks", []):
-        value = c.get("value")
-        shown = "-" if value is None else f"{value:.4g}"
-        parts.append(f"{c['name']}: {c.get('result') or '?'} {shown} ({c.get('threshold') or '-'})")
-    return "\n".join(parts)
-
-
-def render(items: list[dict[str, Any]], fleet: str | None) -> Group:
-    """The fleet table on-call reads: tiers in order, phase, revisions, checks, time left."""
-    fleets = sorted(
-        {t["spec"].get("fleet", "") for t in items if not fleet or t["spec"].get("fleet") == fleet}
-    )
-    now = datetime.now(UTC)
-    tables = []
-    for name in fleets:
-        table = Table(title=f"fleet {name}", title_justify="left")
-        for col in (
-            "Order",
-            "Tier",
-            "Class",
-            "Phase",
-            "Release",
-            "Revision",
-            "Signed-off",
-            "Bake/watch left",
-            "Checks",
-            "Message",
-        ):
-            table.add_column(col, overflow="fold")
-        for t in _fleet_tiers(items, name):
-            st = t.get("status") or {}
-            paused = (t["metadata"].get("annotations") or {}).get(ANNOTATION_PAUSED) == "true"
-            table.add_row(
-                str(t["spec"].get("order", 0)),
-                t["metadata"]["name"],
-                t["spec"].get("trafficClass", ""),
-                (st.get("phase") or "Pending") + (" (paused)" if paused else ""),
-                st.get("release") or "",
-                st.get("revision") or "",
-                st.get("signedOffRevision") or "",
-                _bake_left(t, now),
-                _checks_text(t),
-                st.get("message") or "",
-            )
-        tables.append(table)
-    return Group(*tables)
+def render(items: list[dict[str, Any]], fleet: str | None) -> Text:
+    """The fleet view on-call reads, laid out for a 100-column terminal."""
+    return Text("\n".join(layout(items, fleet, datetime.now(UTC))), no_wrap=True)
 
 
 def status(
@@ -241,7 +168,7 @@ def status(
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console = Console(width=WIDTH)
     if not watch:
         console.print(render(items, fleet))
         return

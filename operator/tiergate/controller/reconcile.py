@@ -2,7 +2,9 @@
 
 The order is the crash-safety argument: the status (the record of intent) is written first, guarded
 by ``resourceVersion``; the Deployment is converged from that decision afterwards; Events last. An
-operator killed between any two steps finds the intent in status and finishes the job.
+operator killed between any two steps finds the intent in status and finishes the job. The same
+status write carries the notifications the transition makes (``status.notifications``); the
+leader's notifier delivers them off this path.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from pydantic import ValidationError
 
 from tiergate.api.annotations import (
     ANNOTATION_ABORT,
+    ANNOTATION_APPROVED_BY,
+    ANNOTATION_APPROVED_RELEASE,
+    ANNOTATION_FREEZE_REASON,
+    ANNOTATION_FROZEN_BY,
+    ANNOTATION_FROZEN_UNTIL,
     ANNOTATION_PAUSED,
     ANNOTATION_PROMOTE,
     ANNOTATION_RETRY,
@@ -38,8 +45,11 @@ from tiergate.clients.probe import probe_all
 from tiergate.clients.prometheus import Prometheus
 from tiergate.clients.replay import ReplayApiError, ReplayClient, halt_filter
 from tiergate.controller import metrics
+from tiergate.controller.notifier import Notifier
 from tiergate.domain import checks as chk
 from tiergate.domain import evaluation as ev
+from tiergate.domain import notifications as notes
+from tiergate.domain.changecontrol import freeze_from
 from tiergate.domain.checks import Observation, Result
 from tiergate.domain.reasons import Reason
 from tiergate.domain.revision import revision_of
@@ -58,11 +68,14 @@ from tiergate.domain.rollout import (
     evaluation_due,
     invalid_spec,
     pods_observation,
+    rollback_target,
 )
 from tiergate.domain.workload import (
     ANNOTATION_APPLIED,
     LABEL_REVISION,
     LABEL_TIER,
+    canary_manifest,
+    canary_name,
     deployment_manifest,
 )
 from tiergate.errors import PrometheusUnavailable, TransientError
@@ -79,6 +92,7 @@ class Runtime:
     kube: Kube
     prometheus: Prometheus | None
     replay: ReplayClient | None = None
+    notifier: Notifier | None = None
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     templates: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -99,6 +113,13 @@ def requests_from(annotations: Mapping[str, str]) -> Requests:
         promote=annotations.get(ANNOTATION_PROMOTE) or None,
         abort=annotations.get(ANNOTATION_ABORT) or None,
         untested_release=annotations.get(ANNOTATION_UNTESTED_RELEASE) or None,
+        approved_release=annotations.get(ANNOTATION_APPROVED_RELEASE) or None,
+        approved_by=annotations.get(ANNOTATION_APPROVED_BY) or None,
+        freeze=freeze_from(
+            annotations.get(ANNOTATION_FROZEN_UNTIL),
+            annotations.get(ANNOTATION_FREEZE_REASON),
+            annotations.get(ANNOTATION_FROZEN_BY),
+        ),
     )
 
 
@@ -222,31 +243,76 @@ async def _template_for(
 async def converge(
     runtime: Runtime,
     tier: SenderTier,
-    raw_spec: Mapping[str, Any],
     intent: DeploymentIntent,
     current: DeploymentView,
-) -> str | None:
-    """Make the Deployment match the intent; return a problem sentence, or None."""
+    template: Mapping[str, Any] | None,
+) -> None:
+    """Make the Deployment match the intent (``template`` is the intent's, as `target` found it)."""
     ns, name = tier.metadata.namespace, tier.metadata.name
     if intent.source is Source.NONE:
         if current.exists and current.replicas != 0:
             await runtime.kube.scale_deployment(ns, name, 0)
-        return None
+        return
+    if template is None:
+        return
+    assert intent.revision is not None
+    await _apply(
+        runtime, tier, deployment_manifest(tier, dict(template), intent.revision, intent.replicas), current
+    )
+
+
+async def target(
+    runtime: Runtime, tier: SenderTier, raw_spec: Mapping[str, Any], intent: DeploymentIntent
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The template the intent asks for, and why it cannot be had (None when it can, or when
+    the intent holds no pods)."""
+    if intent.source is Source.NONE:
+        return None, None
     template = await _template_for(runtime, tier, raw_spec, intent)
     if template is None:
-        return f"the signed-off revision {intent.revision} has no ControllerRevision to roll back to"
-    assert intent.revision is not None
-    manifest = deployment_manifest(tier, template, intent.revision, intent.replicas)
-    if current.applied != manifest["metadata"]["annotations"][ANNOTATION_APPLIED]:
-        await runtime.kube.apply_deployment(manifest)
-        log.info(
-            "Applied Deployment sendertier=%s/%s revision=%s replicas=%d",
-            ns,
-            name,
-            intent.revision,
-            intent.replicas,
-        )
-    return None
+        return None, f"the signed-off revision {intent.revision} has no ControllerRevision to roll back to"
+    return template, None
+
+
+async def _apply(
+    runtime: Runtime, tier: SenderTier, manifest: Mapping[str, Any], current: DeploymentView
+) -> None:
+    """Apply a tier's Deployment unless the one in place was applied from the same fields."""
+    meta, spec = manifest["metadata"], manifest["spec"]
+    if current.applied == meta["annotations"][ANNOTATION_APPLIED]:
+        return
+    await runtime.kube.apply_deployment(manifest)
+    log.info(
+        "Applied Deployment sendertier=%s/%s deployment=%s revision=%s replicas=%d",
+        tier.metadata.namespace,
+        tier.metadata.name,
+        meta["name"],
+        meta["labels"][LABEL_REVISION],
+        spec["replicas"],
+    )
+
+
+async def converge_canary(
+    runtime: Runtime,
+    tier: SenderTier,
+    raw_spec: Mapping[str, Any],
+    intent: DeploymentIntent | None,
+    current: DeploymentView,
+) -> None:
+    """Give the canary Deployment the intent's pods, or scale it to none when there is no canary.
+
+    An unused canary Deployment stays at 0 replicas (the operator may not delete Deployments; the
+    tier's deletion collects it), and the next canary reuses it.
+    """
+    ns, name = tier.metadata.namespace, tier.metadata.name
+    if intent is None or intent.revision is None:
+        if current.exists and current.replicas != 0:
+            await runtime.kube.scale_deployment(ns, canary_name(name), 0)
+            log.info("Scaled canary Deployment to 0 sendertier=%s/%s", ns, name)
+        return
+    await _apply(
+        runtime, tier, canary_manifest(tier, raw_spec["template"], intent.revision, intent.replicas), current
+    )
 
 
 async def save_signed_off(runtime: Runtime, tier: SenderTier, raw_spec: Mapping[str, Any], rev: str) -> None:
@@ -285,7 +351,6 @@ class Outcome:
     decision: Decision
     wrote_status: bool
     events: tuple[EventNote, ...] = ()
-    problem: str | None = None
 
 
 async def reconcile(
@@ -294,8 +359,9 @@ async def reconcile(
     peers: tuple[Peer, ...],
     deployment: DeploymentView,
     now: datetime | None = None,
+    canary: DeploymentView | None = None,
 ) -> Outcome:
-    """Reconcile one SenderTier once."""
+    """Reconcile one SenderTier once (``canary``: its canary Deployment, when one exists)."""
     started = asyncio.get_running_loop().time()
     now = now or datetime.now(UTC)
     try:
@@ -312,6 +378,7 @@ async def reconcile(
         peers=peers,
         deployment=deployment,
         requests=requests_from(meta.annotations),
+        canary_deployment=canary or DeploymentView(),
     )
     if evaluation_due(ctx):
         observations = await evaluate(ctx, runtime, meta.namespace)
@@ -322,15 +389,23 @@ async def reconcile(
     if decision.save_signed_off:
         await save_signed_off(runtime, tier, raw_spec, rev)
     decision = await _replay(runtime, tier, decision, now)
+    template, missing = await target(runtime, tier, raw_spec, decision.deployment)
+    decision = rollback_target(decision, missing, meta.generation, now)
+    if runtime.notifier is not None:
+        status = notes.recorded(tier.status, decision.status, meta.uid, now)
+        decision = replace(decision, status=status)
     new_status = _dump(decision.status)
     wrote = new_status != _dump(tier.status)
     if wrote:
         await runtime.kube.replace_status(meta.namespace, meta.name, meta.resource_version, new_status)
-    problem = await converge(runtime, tier, raw_spec, decision.deployment, deployment)
+    await converge_canary(runtime, tier, raw_spec, decision.canary, ctx.canary_deployment)
+    if runtime.notifier is not None:
+        runtime.notifier.offer(meta.namespace, meta.name, decision.status.notifications)
+    await converge(runtime, tier, decision.deployment, deployment, template)
     _record(tier, decision, now)
     metrics.RECONCILE_SECONDS.observe(asyncio.get_running_loop().time() - started)
     metrics.LAST_RECONCILE.set_to_current_time()
-    return Outcome(decision, wrote, decision.events if wrote else (), problem)
+    return Outcome(decision, wrote, decision.events if wrote else ())
 
 
 def _problem(exc: ValidationError) -> str:

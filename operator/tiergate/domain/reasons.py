@@ -37,9 +37,17 @@ class Reason(enum.StrEnum):
     RETRIED = "Retried"
     PROMOTED = "Promoted"
     ABORTED = "Aborted"
+    # Change control: approvals, deploy windows, freezes
+    AWAITING_APPROVAL = "AwaitingApproval"
+    APPROVED = "Approved"
+    OUTSIDE_WINDOW = "OutsideWindow"
+    FROZEN = "Frozen"
     # Steady state and errors
     AT_REVISION = "AtRevision"
     REPLICAS_NOT_READY = "ReplicasNotReady"
     INVALID_SPEC = "InvalidSpec"
     ROLLBACK_TARGET_MISSING = "RollbackTargetMissing"
     REPLAY_STARTED = "ReplayStarted"
+    # Canary inside a tier
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_PASSED = "CanaryPassed"

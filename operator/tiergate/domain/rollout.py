@@ -18,6 +18,8 @@ from typing import assert_never
 
 from tiergate.api.durations import parse_duration
 from tiergate.api.v1alpha1 import (
+    ApprovalStatus,
+    CanaryPhase,
     CheckStatus,
     During,
     HaltStatus,
@@ -30,6 +32,8 @@ from tiergate.api.v1alpha1 import (
     SenderTierStatus,
     UntestedRelease,
 )
+from tiergate.domain import canary as can
+from tiergate.domain import changecontrol as cc
 from tiergate.domain import conditions as cond
 from tiergate.domain import release as rel
 from tiergate.domain.checks import Observation, Result, judge_pods, verdict
@@ -177,6 +181,9 @@ class Requests:
     promote: str | None = None
     abort: str | None = None
     untested_release: str | None = None
+    approved_release: str | None = None
+    approved_by: str | None = None
+    freeze: cc.Freeze | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +215,7 @@ class Context:
     deployment: DeploymentView = field(default_factory=DeploymentView)
     requests: Requests = field(default_factory=Requests)
     observations: tuple[Observation, ...] | None = None
+    canary_deployment: DeploymentView = field(default_factory=DeploymentView)
 
     @property
     def spec_release(self) -> str:
@@ -252,6 +260,7 @@ class Decision:
     requeue_after: float = TICK_SECONDS
     replay: ReplayRequest | None = None
     refresh_replay: str | None = None
+    canary: DeploymentIntent | None = None
 
 
 def blocker(
@@ -414,12 +423,18 @@ def check_env(ctx: Context, namespace: str) -> CheckEnv:
 
 def pods_observation(ctx: Context) -> Observation:
     """The implicit first check of every evaluation: this revision's pods are all Ready."""
+    ctx = step_context(ctx)
     return judge_pods(ctx.deployment.new_ready(ctx.spec_revision), ctx.tier.spec.replicas)
 
 
 def decide(ctx: Context) -> Decision:
     """Return the tier's next status, Deployment and Events; the one transition function."""
     ctx = _seen(ctx)
+    step = step_context(ctx)
+    return _shaped(ctx, step is not ctx, _decide(step))
+
+
+def _decide(ctx: Context) -> Decision:
     status = ctx.tier.status
     phase = status.phase or Phase.PENDING
     match phase:
@@ -472,7 +487,37 @@ def _idle(ctx: Context) -> Decision:
             "whole fleet reaches the lower tiers first"
         )
         return _waiting(ctx, settling, reason=Reason.SETTLING, requeue_after=left + 0.05)
-    return _start(ctx, Reason.ROLLOUT_STARTED, f"Rolling out release {ctx.spec_release} (revision {rev})")
+    if (refused := _refused(ctx)) is not None:
+        wait = (
+            IDLE_SECONDS if refused.recheck_after is None else min(IDLE_SECONDS, refused.recheck_after + 0.05)
+        )
+        return _waiting(ctx, Blocker(refused.why), reason=refused.reason, requeue_after=wait)
+    ctx, approved = _approved(ctx)
+    decision = _start(ctx, Reason.ROLLOUT_STARTED, f"Rolling out release {ctx.spec_release} (revision {rev})")
+    return replace(decision, events=(*approved, *decision.events))
+
+
+def _refused(ctx: Context) -> cc.Refusal | None:
+    """What change control says about starting the spec's release now: approval, window, freeze."""
+    return cc.refusal(
+        ctx.tier.metadata.name,
+        ctx.tier.spec,
+        ctx.spec_release,
+        ctx.now,
+        recorded=ctx.tier.status.approval,
+        approved_release=ctx.requests.approved_release,
+        freeze=ctx.requests.freeze,
+    )
+
+
+def _approved(ctx: Context) -> tuple[Context, tuple[EventNote, ...]]:
+    """Record the approval that lets this release start, when it is new; with its Event."""
+    if not cc.needs_approval(ctx.tier.spec, ctx.tier.status.approval, ctx.spec_release):
+        return ctx, ()
+    who = ctx.requests.approved_by or "unknown"
+    approval = ApprovalStatus(release=ctx.spec_release, by=who, at=ctx.now)
+    note = EventNote(Reason.APPROVED, f"Release {ctx.spec_release} approved by {who}")
+    return ctx.with_status(ctx.tier.status.approved(approval)), (note,)
 
 
 def _untested(ctx: Context) -> Context:
@@ -524,10 +569,19 @@ def _start(ctx: Context, reason: Reason, message: str) -> Decision:
         rollout, checks, history
     )
     new = _conditions(ctx, new, ready=False, reason=reason, reconciling=True)
+    canary = can.started(ctx.tier.spec, status.signed_off_revision, rev, ctx.now)
+    new = new.model_copy(update={"canary": canary})
+    events: tuple[EventNote, ...] = (EventNote(reason, message),)
+    if canary is not None:
+        note = (
+            f"Canary of revision {rev} on {canary.replicas} of {ctx.tier.spec.replicas} pods; "
+            f"the others stay on {status.signed_off_revision}"
+        )
+        events = (*events, EventNote(Reason.CANARY_STARTED, note))
     return Decision(
         status=new,
         deployment=DeploymentIntent(Source.SPEC, rev, ctx.tier.spec.replicas),
-        events=(EventNote(reason, message),),
+        events=events,
         requeue_after=1.0,
     )
 
@@ -723,6 +777,8 @@ def _judge(ctx: Context, observations: Sequence[Observation]) -> Decision:
 def _sign_off(
     ctx: Context, status: SenderTierStatus, note: EventNote, handled: str | None = None
 ) -> Decision:
+    if can.running(status, ctx.spec_revision):
+        return _canary_passed(ctx, status, note if handled else None, handled)
     rev = ctx.spec_revision
     watch = parse_duration(ctx.tier.spec.health_gate.watch)
     rollout = (status.rollout or RolloutStatus(revision=rev)).signed_off(ctx.now, watch)
@@ -847,7 +903,7 @@ def _halted(ctx: Context) -> Decision:
         why = blocker(
             ctx.tier.metadata.name, ctx.tier.spec.order, ctx.peers, ctx.requests.paused, _gate_release(ctx)
         )
-        if why is None:
+        if why is None and _refused(ctx) is None:
             retried = _mark_handled(ctx, status, "retry")
             return _start(ctx.with_status(retried), Reason.RETRIED, f"Retrying revision {rev} on request")
     intent = (
@@ -895,6 +951,8 @@ def _fail(
     rev = ctx.spec_revision
     rollback = ctx.tier.spec.on_failure is OnFailure.ROLLBACK
     started = status.rollout.started_at if status.rollout and status.rollout.started_at else ctx.now
+    if status.canary is not None and status.canary.revision == rev:
+        started = min(started, status.canary.started_at)
     target = status.signed_off_revision
     if target == rev:
         # Halted in the watch: the release itself was signed off, so go back to the one before it.
@@ -1079,6 +1137,26 @@ def invalid_spec(status: SenderTierStatus, problem: str, generation: int, now: d
     )
 
 
+def rollback_target(decision: Decision, missing: str | None, generation: int, now: datetime) -> Decision:
+    """The decision with ``RollbackTargetMissing`` True while the template the tier must hold
+    cannot be found (``missing`` says why), and without it once it can.
+
+    One warning Event when the condition is first set; the status holds it after that, so a
+    tier stuck on a lost ControllerRevision does not post an Event on every reconcile.
+    """
+    conds = decision.status.conditions
+    present = any(c.type == cond.ROLLBACK_TARGET_MISSING for c in conds)
+    if missing is None:
+        if not present:
+            return decision
+        kept = [c for c in conds if c.type != cond.ROLLBACK_TARGET_MISSING]
+        return replace(decision, status=decision.status.with_conditions(kept))
+    reason, kind = Reason.ROLLBACK_TARGET_MISSING, cond.ROLLBACK_TARGET_MISSING
+    updated = cond.set_condition(conds, kind, "True", reason, missing, generation, now)
+    events = decision.events if present else (*decision.events, EventNote(reason, missing, warning=True))
+    return replace(decision, status=decision.status.with_conditions(list(updated)), events=events)
+
+
 # Helpers.
 
 
@@ -1183,3 +1261,76 @@ def _halt_reason(status: SenderTierStatus) -> Reason:
 
 def _num(value: float | None) -> str:
     return "none" if value is None else f"{value:g}"
+
+
+# The canary step inside a tier (domain/canary.py holds its rules).
+
+
+def step_context(ctx: Context) -> Context:
+    """The context the phase functions judge: during a canary step, the tier is its canary pods.
+
+    Its replicas, bake and Deployment are the canary's; :func:`decide` turns the decision back into
+    the whole tier's Deployments.
+    """
+    status = ctx.tier.status
+    if not can.running(status, ctx.spec_revision) or status.canary is None:
+        return ctx
+    spec = ctx.tier.spec
+    gate = spec.health_gate.model_copy(update={"bake": can.bake(spec)})
+    stepped = spec.model_copy(update={"replicas": status.canary.replicas, "health_gate": gate})
+    return replace(ctx, tier=ctx.tier.model_copy(update={"spec": stepped}), deployment=ctx.canary_deployment)
+
+
+def _shaped(ctx: Context, stepped: bool, decision: Decision) -> Decision:
+    """A decision with the whole tier's Deployments: the stable one and the canary beside it."""
+    rev = ctx.spec_revision
+    total = ctx.tier.spec.replicas
+    status = can.settled(decision.status, rev, ctx.now)
+    stable = decision.deployment
+    if stepped and stable.source is not Source.NONE:
+        stable = replace(stable, replicas=total)
+    canary = status.canary
+    intent = None
+    if canary is not None and can.running(status, rev):
+        held = _hold(ctx)
+        stable = replace(held, replicas=max(held.replicas - canary.replicas, 0))
+        intent = DeploymentIntent(Source.SPEC, rev, canary.replicas)
+        prefix = can.message_prefix(canary, total)
+        if status.message and not status.message.startswith(prefix):
+            status = status.model_copy(update={"message": prefix + status.message})
+    elif canary is not None and can.keeps_pods(status, rev):
+        intent = DeploymentIntent(Source.SPEC, rev, canary.replicas)
+    elif can.failed_here(status, rev) and stable.source is Source.SPEC:
+        stable = _hold(ctx)
+    return replace(decision, status=status, deployment=stable, canary=intent)
+
+
+def _canary_passed(
+    ctx: Context, status: SenderTierStatus, note: EventNote | None, handled: str | None
+) -> Decision:
+    """The canary passed its bake: the whole tier takes the release, with a fresh deadline and bake."""
+    canary = status.canary
+    assert canary is not None  # can.running checked it
+    rev = ctx.spec_revision
+    checks = [CheckStatus(name=c.name) for c in ctx.tier.spec.health_gate.checks]
+    message = f"Progressing: canary passed, rolling out release {ctx.spec_release} to the whole tier"
+    new = _base(ctx.with_status(status), Phase.PROGRESSING, message).model_copy(
+        update={
+            "rollout": RolloutStatus(revision=rev, startedAt=ctx.now),
+            "checks": checks,
+            "canary": canary.ended(CanaryPhase.PASSED, ctx.now),
+        }
+    )
+    if handled is not None:
+        new = _mark_handled(ctx, new, handled)
+    new = _conditions(ctx, new, ready=False, reason=Reason.CANARY_PASSED, reconciling=True)
+    passed = EventNote(
+        Reason.CANARY_PASSED,
+        f"Canary of revision {rev} passed on {canary.replicas} pods; the whole tier takes it",
+    )
+    return Decision(
+        status=new,
+        deployment=DeploymentIntent(Source.SPEC, rev, ctx.tier.spec.replicas),
+        events=(*((note,) if note else ()), passed),
+        requeue_after=1.0,
+    )

@@ -124,3 +124,30 @@ def applied_hash(manifest: Mapping[str, Any]) -> str:
     material = {"labels": manifest["metadata"]["labels"], "spec": manifest["spec"]}
     text = json.dumps(material, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+LABEL_CANARY = f"{PREFIX}/canary"
+CANARY_SUFFIX = "-canary"
+
+
+def canary_name(tier_name: str) -> str:
+    """The name of a tier's canary Deployment."""
+    return f"{tier_name}{CANARY_SUFFIX}"
+
+
+def canary_manifest(
+    tier: SenderTier, template: Mapping[str, Any], revision: str, replicas: int
+) -> dict[str, Any]:
+    """The canary Deployment beside the tier's own: the same pods, its own name and selector.
+
+    Its pods keep the tier's labels (the fleet's Prometheus and the probes find them by tier and
+    revision) and add ``tiergate.io/canary``, which its selector requires; the stable Deployment's
+    ReplicaSets select by pod-template hash, so neither adopts the other's pods.
+    """
+    body = deployment_manifest(tier, template, revision, replicas)
+    body["metadata"]["name"] = canary_name(tier.metadata.name)
+    body["metadata"]["labels"][LABEL_CANARY] = "true"
+    body["spec"]["selector"] = {"matchLabels": {**selector(tier), LABEL_CANARY: "true"}}
+    body["spec"]["template"]["metadata"]["labels"][LABEL_CANARY] = "true"
+    body["metadata"]["annotations"] = {ANNOTATION_APPLIED: applied_hash(body)}
+    return body

@@ -1,4 +1,5 @@
-"""Command-line verbs of `tiergate.sender`: the worker, the ingest API and a test SMSC."""
+"""Command-line verbs of `tiergate.sender`: the worker and the ingest API (the test SMSC is a kit:
+`tiergate smsc`, from `tiergate_kits.smsc_cli`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from tiergate.sender.errors import ConfigError
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 
-def _logging() -> None:
+def start_logging() -> None:
+    """Log to stderr at ``TIERGATE_LOG_LEVEL``, one line per record."""
     logging.basicConfig(
         level=os.environ.get("TIERGATE_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -27,7 +29,8 @@ def _refuse(exc: ConfigError) -> None:
     raise typer.Exit(code=2)
 
 
-def _check_loop() -> None:
+def check_loop() -> None:
+    """Refuse to start (exit 2) when the configured event loop cannot be made."""
     try:
         eventloop.loop_factory()
     except ConfigError as exc:
@@ -82,42 +85,10 @@ def worker(
     except ConfigError as exc:
         _refuse(exc)
         return
-    _check_loop()
+    check_loop()
     _tune_gc()
-    _logging()
+    start_logging()
     eventloop.run(run_worker(settings))
-
-
-@app.command()
-def smsc(
-    port: int = typer.Option(2775, help="SMPP port"),
-    host: str = typer.Option("127.0.0.1", help="Listen address"),
-    stats_port: int = typer.Option(8025, help="HTTP port for /stats, /metrics, /down, /up"),
-    throttle_rate: float = typer.Option(None, help="Accept at most this many submits/s"),
-    reject_prefix: list[str] = typer.Option(  # noqa: B008
-        None, help="Reject destinations with this prefix (ESME_RINVDSTADR); repeatable"
-    ),
-    receipts: bool = typer.Option(False, help="Send delivery receipts (deliver_sm)"),
-    receipt_delay: float = typer.Option(0.0, help="Seconds before each receipt"),
-) -> None:
-    """Run a test SMSC (smpp34's server) that counts, throttles, rejects and sends receipts."""
-    from tiergate.sender.smsc import TestSmsc, run_smsc
-
-    _check_loop()
-    _logging()
-    eventloop.run(
-        run_smsc(
-            TestSmsc(
-                host,
-                port,
-                stats_port=stats_port,
-                throttle_rate=throttle_rate,
-                reject_prefixes=tuple(reject_prefix or ()),
-                receipts=receipts,
-                receipt_delay=receipt_delay,
-            )
-        )
-    )
 
 
 @app.command()
@@ -163,9 +134,9 @@ def api(
     except ConfigError as exc:
         _refuse(exc)
         return
-    _check_loop()
+    check_loop()
     _tune_gc()
-    _logging()
+    start_logging()
     if settings.processes > 1:
         raise typer.Exit(code=run_api_processes(settings))
     eventloop.run(run_api(settings))

@@ -33,7 +33,7 @@ from tests.plugins.operator import example_fleet, get_tier, kubectl, wait_for
 from tests.unit.chart.chart_helm import CHART, VARIANTS, helm, render, source_docs
 
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
-from tiergate.devcluster.cluster import LocalCluster
+from tiergate_kits.devcluster.cluster import LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -20,10 +20,10 @@ import pytest
 from tests.plugins.prometheus import prometheus_binary
 from tests.plugins.tools import SETUP, missing_tool
 
-from tiergate.devcluster import build
-from tiergate.drill.argo import MODE as ARGO
-from tiergate.drill.cli import run_drill, settings_for
-from tiergate.drill.scenario import MODES, SHORT_SCENARIOS
+from tiergate_kits.devcluster import build
+from tiergate_kits.drill.argo import MODE as ARGO
+from tiergate_kits.drill.cli import run_drill, settings_for
+from tiergate_kits.drill.scenario import MODES, SHORT_SCENARIOS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(1500)]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tiergate.drill.scenario import StoreView
 from tiergate.store import Encoding, MessageState, NewMessage, WorkerIdentity, open_store
+from tiergate_kits.drill.scenario import StoreView
 
 BAD = WorkerIdentity("w-bad", "tier-0", "rev-bad")
 GOOD = WorkerIdentity("w-good", "tier-0", "rev-good")

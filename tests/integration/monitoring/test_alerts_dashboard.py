@@ -35,7 +35,6 @@ from tests.plugins.operator import (
     free_port,
     get_tier,
     patch_tier,
-    quick_checks,
     wait_for,
 )
 from tests.plugins.prometheus import PrometheusServer, prometheus_binary
@@ -44,6 +43,7 @@ from tests.unit.monitoring.exported_metrics import one_per_family
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION
 from tiergate.domain.revision import revision_of
 from tiergate.monitoring.prometheus_config import scrape_config
+from tiergate_kits.helpers import create_fleet_env, quick_checks
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -159,20 +159,7 @@ def demo(
     namespace = f"t-mon-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": namespace, "labels": {"tiergate.io/test": "true"}}})
     store = f"sqlite://{workdir / 'tiergate.db'}"
-    core.create_namespaced_config_map(
-        namespace,
-        {
-            "metadata": {"name": "tiergate-sender"},
-            "data": {"TIERGATE_STORE_URL": store, "TIERGATE_UPSTREAM_URL": smsc_process.url},
-        },
-    )
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "tiergate-smpp"},
-            "stringData": {"system-id": "tiergate", "password": "secret12"},
-        },
-    )
+    create_fleet_env(kube_api, namespace, store, smsc_process.url)
     (workdir / "api-tokens").write_text(f"{API_TOKEN}=load-customer\n{BURST_TOKEN}=burst-customer\n")
     (workdir / "replay-tokens").write_text(f"{REPLAY_TOKEN}=oncall\n")
     procs = Processes(workdir)

@@ -256,7 +256,8 @@ def test_a_failure_only_priority_traffic_shows_halts_priority_and_the_policy_dec
         assert at["standard"] <= at["bulk"], at
         standard_back = sampler.back_at("standard", bad["standard"], first["standard"])
         bulk_back = sampler.back_at("bulk", bad["bulk"], first["bulk"])
-        assert standard_back is not None and bulk_back is not None and standard_back <= bulk_back
+        assert standard_back is not None and bulk_back is not None, (len(sampler.samples), sampler.errors)
+        assert standard_back <= bulk_back, (standard_back, bulk_back)
         assert set(_events(kube_api, namespace, "FleetRolledBack")) == set(lower)
     else:
         assert set(_events(kube_api, namespace, "FleetHeld")) == set(lower)

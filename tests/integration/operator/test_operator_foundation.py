@@ -17,11 +17,13 @@ from tests.plugins.operator import (
     OPERATOR_NS,
     OPERATOR_SA,
     OperatorProcess,
+    all_signed_off,
     create_tiers,
     example_fleet,
     get_tier,
     kubectl,
     patch_tier,
+    release,
     tier_ready,
     wait_for,
 )
@@ -131,6 +133,22 @@ INVALID: list[tuple[str, Any, str]] = [
     ("no health gate", lambda s: s.pop("healthGate"), "spec.healthGate"),
     ("bad watch", lambda s: s["healthGate"].update(watch="forever"), "spec.healthGate.watch"),
     ("unknown onFleetHalt", lambda s: s.update(onFleetHalt="Panic"), "spec.onFleetHalt"),
+    (
+        "canary with replicas and percent",
+        lambda s: s["healthGate"].update(canary={"replicas": 1, "percent": 25}),
+        "set exactly one of canary.replicas (a pod count) or canary.percent",
+    ),
+    (
+        "canary with neither",
+        lambda s: s["healthGate"].update(canary={"bake": "60s"}),
+        "set exactly one of canary",
+    ),
+    (
+        "canary of every pod",
+        lambda s: s["healthGate"].update(canary={"percent": 100}),
+        "spec.healthGate.canary",
+    ),
+    ("canary of no pod", lambda s: s["healthGate"].update(canary={"replicas": 0}), "spec.healthGate.canary"),
 ]
 
 
@@ -198,6 +216,60 @@ def test_restart_changes_nothing_right_and_catches_up_on_what_changed(
     )
 
 
+def _target_missing(kube_api: client.ApiClient, namespace: str, tier: str) -> dict[str, Any] | None:
+    conditions = (get_tier(kube_api, namespace, tier).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "RollbackTargetMissing"), None)
+
+
+def _target_missing_events(kube_api: client.ApiClient, namespace: str, tier: str) -> list[str]:
+    events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    return [
+        e.message for e in events if e.involved_object.name == tier and e.reason == "RollbackTargetMissing"
+    ]
+
+
+@pytest.mark.usefixtures("sender_env")
+def test_a_lost_rollback_target_is_a_condition_set_once_and_cleared_when_it_resolves(
+    kube_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    docs = example_fleet()
+    by_name = {d["metadata"]["name"]: d for d in docs}
+    create_tiers(kube_api, namespace, docs)
+    first = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in docs}
+    wait_for(
+        lambda: all_signed_off(kube_api, namespace, first), timeout=180, what="first revision signed off"
+    )
+    # priority's signed-off template is lost: its ControllerRevision deleted, and with a restart
+    # the operator's memory of it.
+    operator.kill()
+    client.AppsV1Api(kube_api).delete_namespaced_controller_revision(
+        f"priority-{first['priority']}", namespace
+    )
+    operator.start()
+    # A release for priority alone: it waits for bulk, holding the template it no longer has.
+    new = release(kube_api, namespace, [by_name["priority"]], RELEASE="p1")["priority"]
+    condition = wait_for(
+        lambda: _target_missing(kube_api, namespace, "priority"), timeout=60, what="RollbackTargetMissing"
+    )
+    assert condition["status"] == "True" and first["priority"] in condition["message"], condition
+    for poke in range(3):  # more reconciles of the stuck tier
+        patch_tier(kube_api, namespace, "priority", {"metadata": {"labels": {"poke": str(poke)}}})
+        time.sleep(2)
+    assert _target_missing(kube_api, namespace, "priority") == condition
+    assert len(_target_missing_events(kube_api, namespace, "priority")) == 1
+
+    # The release reaches the lower tiers; priority then holds its spec's template and the
+    # condition goes.
+    lower = release(kube_api, namespace, [by_name["bulk"], by_name["standard"]], RELEASE="p1")
+    wait_for(
+        lambda: all_signed_off(kube_api, namespace, {**lower, "priority": new}),
+        timeout=180,
+        what="the release signed off everywhere",
+    )
+    assert _target_missing(kube_api, namespace, "priority") is None
+    assert len(_target_missing_events(kube_api, namespace, "priority")) == 1
+
+
 def test_operator_account_can_do_what_it_needs_and_nothing_more(
     kube_api: client.ApiClient, operator_kubeconfig: Path
 ) -> None:
@@ -205,7 +277,12 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
     user = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
 
     def can(
-        verb: str, resource: str, group: str = "", ns: str | None = "default", sub: str | None = None
+        verb: str,
+        resource: str,
+        group: str = "",
+        ns: str | None = "default",
+        sub: str | None = None,
+        name: str | None = None,
     ) -> bool:
         review = authz.create_subject_access_review(
             {
@@ -222,6 +299,7 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
                         "group": group,
                         "namespace": ns,
                         "subresource": sub,
+                        "name": name,
                     },
                 }
             }
@@ -237,8 +315,11 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
         ("list", "pods", "", "default", None),
         ("create", "events", "", "default", None),
         ("update", "leases", "coordination.k8s.io", OPERATOR_NS, None),
+        ("get", "secrets", "", OPERATOR_NS, None, "tiergate-notifications"),
     ]
     forbidden = [
+        ("get", "secrets", "", OPERATOR_NS, None, "tiergate-api-tokens"),
+        ("list", "secrets", "", OPERATOR_NS, None),
         ("update", "sendertiers", "tiergate.io", "default", None),
         ("delete", "sendertiers", "tiergate.io", "default", None),
         ("delete", "deployments", "apps", "default", None),
@@ -250,8 +331,8 @@ def test_operator_account_can_do_what_it_needs_and_nothing_more(
         ("create", "clusterrolebindings", "rbac.authorization.k8s.io", None, None),
         ("escalate", "clusterroles", "rbac.authorization.k8s.io", None, None),
     ]
-    assert [n for n in needed if not can(n[0], n[1], n[2], n[3], n[4])] == []
-    assert [f for f in forbidden if can(f[0], f[1], f[2], f[3], f[4])] == []
+    assert [n for n in needed if not can(*n)] == []
+    assert [f for f in forbidden if can(*f)] == []
 
 
 @pytest.mark.usefixtures("sender_env")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -22,9 +20,7 @@ from tests.plugins.operator import (
     FLEET_TIERS,
     DeploymentSampler,
     OperatorProcess,
-    Traffic,
     all_signed_off,
-    create_tiers,
     gated_fleet,
     get_tier,
     patch_tier,
@@ -33,16 +29,17 @@ from tests.plugins.operator import (
     replica_set_revisions,
     serving,
     set_gate,
+    signed_off_fleet,
     wait_for,
 )
+from tests.plugins.operator import (
+    tiergate_cli as _cli,
+)
 from tests.plugins.prometheus import PrometheusServer
-
-from tiergate.domain.revision import revision_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(900)]
 
 TIERS = FLEET_TIERS
-TIERGATE = str(Path(sys.executable).parent / "tiergate")
 
 
 @pytest.fixture
@@ -56,12 +53,7 @@ def fleet(
     """A gated fleet signed off at its first revision, with traffic flowing and an operator running."""
     op = operator_factory(prometheus_url=prometheus.url).start()
     docs = gated_fleet()
-    with Traffic(sender_env["TIERGATE_STORE_URL"], list(TIERS), per_second=15):
-        create_tiers(kube_api, namespace, docs)
-        first = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in docs}
-        wait_for(
-            lambda: all_signed_off(kube_api, namespace, first), timeout=240, what="first revision signed off"
-        )
+    with signed_off_fleet(kube_api, namespace, sender_env["TIERGATE_STORE_URL"], docs) as first:
         yield docs, op, first
 
 
@@ -351,17 +343,6 @@ def test_operator_killed_again_and_again_mid_rollout_ends_where_it_would_have(
     wait_for(
         lambda: all_signed_off(kube_api, namespace, good), timeout=240, what="good release after the kills"
     )
-
-
-def _cli(kubeconfig: Path, namespace: str, *args: str) -> str:
-    done = subprocess.run(
-        [TIERGATE, *args, "--namespace", namespace, "--kubeconfig", str(kubeconfig)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
 
 
 def test_on_call_controls_through_the_cli(

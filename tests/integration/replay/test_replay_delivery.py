@@ -23,8 +23,8 @@ from tests.plugins.replay import (
 )
 
 from tiergate.clients.replay import ReplayClient
-from tiergate.sender.smsc import TestSmsc
 from tiergate.store import MessageState, Store
+from tiergate_kits.smsc import TestSmsc
 
 pytestmark = pytest.mark.slow
 

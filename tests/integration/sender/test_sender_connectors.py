@@ -1,6 +1,6 @@
 """Several upstream connectors under load: TPS contracts, throttling, failover, prefix routing.
 
-Real processes: each SMSC is a ``tiergate sender smsc`` process (smpp34's server) driven over
+Real processes: each SMSC is a ``tiergate smsc`` process (smpp34's server) driven over
 its HTTP switches, the worker is a ``tiergate sender worker`` process reading a connectors
 file, and the test writes the backlog straight into a SQLite store. Rates are read from the
 SMSCs' own 100 ms timelines over windows of several seconds, after the worker has ramped up.

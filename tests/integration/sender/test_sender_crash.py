@@ -35,9 +35,7 @@ async def test_kill_9_under_load_loses_nothing(
     store_url = engine_url
     smpp_port, stats_port, api_port = free_port(), free_port(), free_port()
     worker_ports = [free_port(), free_port()]
-    spawn(
-        "sender", "smsc", "--port", str(smpp_port), "--stats-port", str(stats_port), "--receipts", name="smsc"
-    )
+    spawn("smsc", "--port", str(smpp_port), "--stats-port", str(stats_port), "--receipts", name="smsc")
     wait_http(f"http://127.0.0.1:{stats_port}/healthz")
     common = {
         "TIERGATE_STORE_URL": store_url,

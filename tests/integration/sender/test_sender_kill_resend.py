@@ -40,7 +40,7 @@ async def test_a_kill_resends_at_most_the_window(
     finally:
         await store.close()
     smpp_port, stats_port, http_port = free_port(), free_port(), free_port()
-    spawn("sender", "smsc", "--port", str(smpp_port), "--stats-port", str(stats_port), name="smsc")
+    spawn("smsc", "--port", str(smpp_port), "--stats-port", str(stats_port), name="smsc")
     wait_http(f"http://127.0.0.1:{stats_port}/healthz")
     env = {
         "TIERGATE_STORE_URL": engine_url,

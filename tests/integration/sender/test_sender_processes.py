@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 from tests.plugins.smsc import Proc, eventually, free_port, wait_http
 
-from tiergate.sender.smsc import TestSmsc
 from tiergate.store import Encoding, MessageState, NewMessage, open_store
+from tiergate_kits.smsc import TestSmsc
 
 FAIL_AFTER = 12.0
 

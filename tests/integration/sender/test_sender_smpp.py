@@ -14,10 +14,10 @@ from tests.plugins.smsc import eventually, free_port
 from tiergate.sender.connectors.smpp import SmppConnector
 from tiergate.sender.faults import Faults
 from tiergate.sender.retry import RetryPolicy
-from tiergate.sender.smsc import TestSmsc
 from tiergate.sender.upstream import Upstream
 from tiergate.sender.worker import Worker, WorkerOptions
 from tiergate.store import Encoding, MessageState, NewMessage, Store, WorkerIdentity
+from tiergate_kits.smsc import TestSmsc
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.2)
 
@@ -223,6 +223,25 @@ async def test_a_receipt_is_acknowledged_only_once_stored(store: Store, engine_u
                 assert smsc.stats.receipts_failed == 0
             await eventually(lambda: smsc.stats.receipts_sent == 20, within=20)
             assert await all_in(store, ids, {MessageState.DELIVERED})
+    finally:
+        await smsc.stop()
+
+
+async def test_a_receipt_whose_bind_is_gone_reaches_the_next_bind_of_the_account(store: Store) -> None:
+    # A worker submits and stops (a rollout replaced it) before the carrier's receipts come:
+    # the SMSC holds them for the account and the next worker's bind gets them.
+    smsc = TestSmsc("127.0.0.1", free_port(), receipts=True, receipt_delay=1.0)
+    await smsc.start()
+    try:
+        ids = [r.id for r in await store.enqueue([new(i) for i in range(10)])]
+        async with running_worker(store, smsc.port, owner="old"):
+            await eventually(lambda: all_in(store, ids, {MessageState.SUBMITTED}), within=20)
+        assert smsc.stats.receipts_sent == 0
+        await asyncio.sleep(1.5)  # the receipts are due while no bind is up
+        async with running_worker(store, smsc.port, owner="new"):
+            await eventually(lambda: all_in(store, ids, {MessageState.DELIVERED}), within=20)
+        assert smsc.stats.receipts_rerouted == 10
+        assert smsc.stats.receipts_failed == 0
     finally:
         await smsc.stop()
 

@@ -51,7 +51,7 @@ class Stack:
         smsc_args += ["--reject-prefix", "+49152"]
         if receipts:
             smsc_args.append("--receipts")
-        spawn("sender", "smsc", *smsc_args, name="smsc")
+        spawn("smsc", *smsc_args, name="smsc")
         wait_http(f"http://127.0.0.1:{self.stats_port}/healthz")
         self.common = {
             "TIERGATE_STORE_URL": store_url,

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from tests.plugins.tools import SETUP, require_tool
 
-from tiergate.devcluster import build
+from tiergate_kits.devcluster import build
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "tiergate"

@@ -25,6 +25,7 @@ from tests.unit.chart.chart_helm import (
     source_docs,
 )
 
+from tiergate.domain.notifications import SECRET_KEY, parse_receivers
 from tiergate.sender.connectors.config import parse_upstream
 
 COMPONENTS = ("operator", "api", "replay")
@@ -409,3 +410,48 @@ def test_overload_limits_reach_the_containers_as_their_settings() -> None:
     off = by_kind(render("--set", "api.customerRate=0", "--set", "api.maxQueueDepth=0"), "Deployment")
     env = env_of(off["tiergate-api"]["spec"]["template"]["spec"]["containers"][0])
     assert (env["TIERGATE_CUSTOMER_RATE"]["value"], env["TIERGATE_MAX_QUEUE_DEPTH"]["value"]) == ("0", "0")
+
+
+def test_notification_receivers_reach_the_operator_only_when_enabled() -> None:
+    def operator_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        op = by_kind(docs, "Deployment")["tiergate-operator"]
+        return env_of(op["spec"]["template"]["spec"]["containers"][0])
+
+    default = render()
+    assert "TIERGATE_NOTIFICATIONS_SECRET" not in operator_env(default)
+    assert "tiergate-notifications" not in by_kind(default, "Secret")
+    receivers = (
+        '[{"name": "oncall", "url": "https://hooks.example/tiergate", "secrets": ["0123456789abcdef0"]},'
+        ' {"name": "chat", "url": "https://hooks.slack.example/x", "format": "slack", "kinds": ["Halted"]}]'
+    )
+    docs = render(
+        "--set",
+        "operator.notifications.enabled=true",
+        "--set-json",
+        f"operator.notifications.receivers={receivers}",
+    )
+    assert operator_env(docs)["TIERGATE_NOTIFICATIONS_SECRET"]["value"] == "tiergate-notifications"
+    secret = by_kind(docs, "Secret")["tiergate-notifications"]
+    parsed = parse_receivers(base64.b64decode(secret["data"][SECRET_KEY]).decode())
+    assert [(r.name, r.format.value, len(r.kinds)) for r in parsed] == [
+        ("oncall", "webhook", 8),
+        ("chat", "slack", 1),
+    ]
+    # The leader Role (from deploy/operator/rbac.yaml) grants that one Secret and no other.
+    leader = by_kind(docs, "Role")["tiergate-operator-leader"]["rules"]
+    assert {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["tiergate-notifications"],
+        "verbs": ["get"],
+    } in leader
+    yours = render("--set", "operator.notifications.enabled=true")
+    assert "tiergate-notifications" not in by_kind(yours, "Secret")
+    bad = helm(
+        "template",
+        "t",
+        str(CHART),
+        "--set-json",
+        'operator.notifications.receivers=[{"name": "a", "url": "ftp://x"}]',
+    )
+    assert bad.returncode != 0

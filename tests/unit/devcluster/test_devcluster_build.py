@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiergate.devcluster import build
-from tiergate.devcluster.cluster import KWOK_STAGES
+from tiergate_kits.devcluster import build
+from tiergate_kits.devcluster.cluster import KWOK_STAGES
 
 K8S_GOMOD = """module k8s.io/kubernetes
 

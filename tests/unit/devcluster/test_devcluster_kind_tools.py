@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tiergate.devcluster import build
+from tiergate_kits.devcluster import build
 
 
 def test_kind_group_is_pinned_and_separate_from_the_core_binaries() -> None:

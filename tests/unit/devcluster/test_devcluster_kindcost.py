@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tiergate.devcluster import build, kindcost
+from tiergate_kits.devcluster import build, kindcost
 
 V = build.load_versions()
 ALL_TOOLS = (*build.BINARIES, *build.KIND_BINARIES)

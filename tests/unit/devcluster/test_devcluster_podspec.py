@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tiergate.devcluster.podspec import (
+from tiergate_kits.devcluster.podspec import (
     ContainerConfigError,
     ProbeSpec,
     argv,

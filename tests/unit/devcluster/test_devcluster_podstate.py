@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate.devcluster.podstate import (
+from tiergate_kits.devcluster.podstate import (
     ContainerView,
     IpPool,
     PoolExhaustedError,

@@ -13,12 +13,15 @@ from tiergate.api.v1alpha1 import Phase, SenderTier, SenderTierStatus
 from tiergate.domain.checks import Observation, Result
 from tiergate.domain.rollout import (
     Context,
+    Decision,
+    DeploymentIntent,
     Peer,
     Requests,
     Source,
     blocker,
     decide,
     evaluation_due,
+    rollback_target,
 )
 
 GATE = {"progressDeadline": "60s", "bake": "30s", "interval": "10s", "failureLimit": 2, "readinessOnly": True}
@@ -499,3 +502,25 @@ def test_a_rolling_tier_goes_on_past_peers_that_do_not_stop_it(peer: Peer) -> No
     c = ctx(tier(status=rolling), deployment=ready(R_NEW), peers=(peer,))
     _, d = step(c, now=T0 + timedelta(seconds=5))
     assert d.status.phase is Phase.BAKING and d.deployment.revision == R_NEW
+
+
+def test_a_missing_rollback_target_is_a_condition_set_once_and_dropped_when_found() -> None:
+    held = DeploymentIntent(Source.SIGNED_OFF, R_OLD, 2)
+    first = rollback_target(Decision(SenderTierStatus(), held), "no ControllerRevision", 2, T0)
+    [missing] = [c for c in first.status.conditions if c.type == "RollbackTargetMissing"]
+    assert (missing.status, missing.reason, missing.message) == (
+        "True",
+        "RollbackTargetMissing",
+        "no ControllerRevision",
+    )
+    assert [(e.reason.value, e.warning) for e in first.events] == [("RollbackTargetMissing", True)]
+
+    later = T0 + timedelta(seconds=30)
+    again = rollback_target(Decision(first.status, held), "no ControllerRevision", 2, later)
+    assert again.status == first.status and again.events == ()
+
+    found = rollback_target(Decision(again.status, held), None, 2, later)
+    assert not [c for c in found.status.conditions if c.type == "RollbackTargetMissing"]
+    assert found.events == ()
+    untouched = Decision(SenderTierStatus(), held)
+    assert rollback_target(untouched, None, 2, T0) is untouched

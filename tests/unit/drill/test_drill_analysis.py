@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tiergate.drill.analysis import (
+from tiergate_kits.drill.analysis import (
     ACCEPTED,
     CONNECTION_ERROR,
     MARK_DETECTED,
@@ -39,9 +39,9 @@ from tiergate.drill.analysis import (
     summarise,
     to_json,
 )
-from tiergate.drill.report import markdown, write
-from tiergate.drill.timeline import render
-from tiergate.drill.traffic import outcome_of
+from tiergate_kits.drill.report import markdown, write
+from tiergate_kits.drill.timeline import render
+from tiergate_kits.drill.traffic import outcome_of
 
 CLASSES = ("bulk", "standard", "priority")
 

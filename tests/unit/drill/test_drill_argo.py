@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from tiergate.devcluster import build
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER
-from tiergate.drill import argo
-from tiergate.drill.cli import settings_for
-from tiergate.drill.scenario import MODES, baseline_deployment, fleet_docs
+from tiergate_kits.devcluster import build
+from tiergate_kits.drill import argo
+from tiergate_kits.drill.cli import settings_for
+from tiergate_kits.drill.scenario import MODES, baseline_deployment, fleet_docs
 
 
 def test_argo_rollouts_is_the_third_contender() -> None:

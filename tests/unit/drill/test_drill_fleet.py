@@ -10,17 +10,17 @@ from kubernetes import client
 from tiergate.api.v1alpha1 import SenderTier
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION
-from tiergate.drill.cli import chosen_scenarios, settings_for
-from tiergate.drill.scenario import (
+from tiergate.sender.faults import parse_faults
+from tiergate_kits.drill.cli import chosen_scenarios, settings_for
+from tiergate_kits.drill.scenario import (
     SHORT,
     Sampler,
     bad_env,
     baseline_deployment,
     fail_after,
     fleet_docs,
-    with_env,
 )
-from tiergate.sender.faults import parse_faults
+from tiergate_kits.helpers import with_env
 
 
 def _env(container: dict[str, object]) -> dict[str, object]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import uvloop  # a dependency of the package on every platform the sender runs on
 
 from tiergate.sender.api import STATS_SHARE, stats_pause
 from tiergate.sender.errors import ConfigError
@@ -16,7 +17,6 @@ def test_asyncio_choice_means_the_standard_loop() -> None:
 
 
 def test_auto_picks_uvloop_when_installed() -> None:
-    uvloop = pytest.importorskip("uvloop")
     assert loop_factory("auto") is uvloop.new_event_loop
     assert loop_factory("uvloop") is uvloop.new_event_loop
 

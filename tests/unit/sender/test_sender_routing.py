@@ -238,14 +238,14 @@ def test_the_example_fleet_connectors_parse() -> None:
     ],
 )
 def test_smsc_switches_refuse_bad_values(body: dict[str, object], error: str) -> None:
-    from tiergate.sender.smsc import Switches
+    from tiergate_kits.smsc import Switches
 
     with pytest.raises(ValueError, match=error):
         Switches().changed(body)
 
 
 def test_smsc_switches_change_only_what_is_given() -> None:
-    from tiergate.sender.smsc import Switches
+    from tiergate_kits.smsc import Switches
 
     on = Switches().changed({"throttle": True, "tps": 250, "reject_prefixes": ["+4930"]})
     assert on.view() == {

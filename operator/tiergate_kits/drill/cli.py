@@ -20,14 +20,14 @@ from typing import Annotated, Any
 
 import typer
 
-from tiergate.drill import report, timeline
-from tiergate.drill.analysis import Recording, from_json, summarise, to_json
-from tiergate.drill.argo import MODE as ARGO
-from tiergate.drill.scenario import MODES, SCENARIOS, SHORT, SHORT_SCENARIOS, Run, Settings
-from tiergate.drill.stack import SharedStack, StackError
+from tiergate_kits.drill import report, timeline
+from tiergate_kits.drill.analysis import Recording, from_json, summarise, to_json
+from tiergate_kits.drill.argo import MODE as ARGO
+from tiergate_kits.drill.scenario import MODES, SCENARIOS, SHORT, SHORT_SCENARIOS, Run, Settings
+from tiergate_kits.drill.stack import SharedStack, StackError
 
 app = typer.Typer(no_args_is_help=False)
-log = logging.getLogger("tiergate.drill")
+log = logging.getLogger("tiergate_kits.drill")
 RECORDINGS = "recordings.json.gz"
 
 

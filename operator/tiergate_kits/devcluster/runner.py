@@ -33,8 +33,8 @@ import httpx
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from tiergate.devcluster.podspec import ContainerConfigError, ProbeSpec, argv, resolve_env
-from tiergate.devcluster.podstate import (
+from tiergate_kits.devcluster.podspec import ContainerConfigError, ProbeSpec, argv, resolve_env
+from tiergate_kits.devcluster.podstate import (
     ContainerView,
     IpPool,
     ProbeState,

@@ -1,4 +1,4 @@
-"""Command-line verbs of `tiergate.devcluster`: build, up, down, env and the pod runner."""
+"""Command-line verbs of `tiergate_kits.devcluster`: build, up, down, env and the pod runner."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-from tiergate.devcluster import build as builder
-from tiergate.devcluster.argo import ArgoError
-from tiergate.devcluster.cluster import ClusterError, LocalCluster
-from tiergate.devcluster.runner import DEFAULT_POD_CIDR
-from tiergate.devcluster.runner import run as run_pod_runner
+from tiergate_kits.devcluster import build as builder
+from tiergate_kits.devcluster.argo import ArgoError
+from tiergate_kits.devcluster.cluster import ClusterError, LocalCluster
+from tiergate_kits.devcluster.runner import DEFAULT_POD_CIDR
+from tiergate_kits.devcluster.runner import run as run_pod_runner
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -124,7 +124,7 @@ def load(
     """Send steady, mixed SMS traffic to the sender API (for demos and drills)."""
     import json as _json
 
-    from tiergate.devcluster.load import run
+    from tiergate_kits.devcluster.load import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

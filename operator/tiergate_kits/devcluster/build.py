@@ -122,7 +122,7 @@ KIND_BINARIES = (
 # scripts/setup.sh builds this group, the kind steps the whole kind group.
 TEST_BINARIES = ("helm",)
 
-# The drill's peer contender (tiergate.drill.argo): the Argo Rollouts controller.
+# The drill's peer contender (tiergate_kits.drill.argo): the Argo Rollouts controller.
 ARGO_BINARIES = ("argo-rollouts",)
 
 GROUPS = {"core": BINARIES, "kind": KIND_BINARIES, "test": TEST_BINARIES, "argo": ARGO_BINARIES}
@@ -353,7 +353,7 @@ def build(force: bool = False, group: str = "core") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tiergate.devcluster.build``."""
+    """Entry point of ``python -m tiergate_kits.devcluster.build``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--force", action="store_true", help="rebuild even when stamped")
     parser.add_argument("--group", choices=sorted(GROUPS), default="core", help="which binaries to build")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tiergate.drill.analysis import (
+from tiergate_kits.drill.analysis import (
     MARK_HUMAN,
     MARK_RELEASE,
     MARK_STEADY,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tiergate.devcluster import build
+from tiergate_kits.devcluster import build
 
 # Seconds of each step from cold on a quiet 2-core VM, after setup (Go module and build caches
 # filled by it): helm, CoreDNS, crictl, the bases (36-59 s each), images and run from such a run;

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from tiergate.drill.analysis import (
+from tiergate_kits.drill.analysis import (
     ACCEPTED,
     CLIENT_ERROR,
     CONNECTION_ERROR,
@@ -28,7 +28,7 @@ from tiergate.drill.analysis import (
     Sent,
 )
 
-log = logging.getLogger("tiergate.drill.traffic")
+log = logging.getLogger("tiergate_kits.drill.traffic")
 
 TICK = 0.25
 BATCH = 25

@@ -12,7 +12,7 @@ bake and reaches every tier; the watch after sign-off and the fleet policy must 
 
 While a run goes, samplers record pods, Deployments, SenderTier status and queue depth; at the
 end every accepted message is looked up in the store (through `Store`, so on either engine).
-Nothing is judged here: the recording goes to `tiergate.drill.analysis`.
+Nothing is judged here: the recording goes to `tiergate_kits.drill.analysis`.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from kubernetes.client.exceptions import ApiException
 
 from tiergate.api.v1alpha1 import GROUP, PLURAL, VERSION, SenderTier
 from tiergate.clients.replay import ReplayClient
-from tiergate.domain.checks import SUBMITS
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, deployment_manifest
-from tiergate.drill import argo
-from tiergate.drill.analysis import (
+from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, StoreError, open_store
+from tiergate_kits.drill import argo
+from tiergate_kits.drill.analysis import (
     MARK_DETECTED,
     MARK_HALTED,
     MARK_HUMAN,
@@ -58,12 +58,20 @@ from tiergate.drill.analysis import (
     Window,
     first_mark,
 )
-from tiergate.drill.argo import MODE as ARGO
-from tiergate.drill.stack import CLASSES, ONCALL_TOKEN, ROOT, RunStack, SharedStack, StackError, wait_until
-from tiergate.drill.traffic import Traffic, customer_tokens
-from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, StoreError, open_store
+from tiergate_kits.drill.argo import MODE as ARGO
+from tiergate_kits.drill.stack import (
+    CLASSES,
+    ONCALL_TOKEN,
+    ROOT,
+    RunStack,
+    SharedStack,
+    StackError,
+    wait_until,
+)
+from tiergate_kits.drill.traffic import Traffic, customer_tokens
+from tiergate_kits.helpers import create_fleet_env, quick_checks, with_env
 
-log = logging.getLogger("tiergate.drill")
+log = logging.getLogger("tiergate_kits.drill")
 
 MODES = ("baseline", "tiergate", ARGO)
 SCENARIOS = ("no-bind", "fail-share", "late-failure")
@@ -136,20 +144,7 @@ def fleet_docs(settings: Settings, mode: str) -> list[dict[str, Any]]:
     docs = [
         d for d in yaml.safe_load_all((ROOT / "examples" / "fleet" / "sendertiers.yaml").read_text()) if d
     ]
-    selector = 'tier="{tier}",revision="{revision}"'
-    window = f"{settings.error_window}s"
-    checks = [
-        {"name": "deep-ready", "http": {"port": 8080, "path": "/readyz", "minRatio": 1}},
-        {
-            "name": "error-rate",
-            "prometheus": {
-                "query": f'(sum(rate({SUBMITS}{{{selector},result="error"}}[{window}])) or vector(0)) / '
-                f"sum(rate({SUBMITS}{{{selector}}}[{window}]))",
-                "max": 0.05,
-                "minEvidence": {"query": f"sum(increase({SUBMITS}{{{selector}}}[{window}]))", "min": 10},
-            },
-        },
-    ]
+    checks = quick_checks(f"{settings.error_window}s", min_evidence=10, min_ratio=1)
     for doc in docs:
         spec = doc["spec"]
         spec["replicas"] = settings.replicas
@@ -164,15 +159,6 @@ def fleet_docs(settings: Settings, mode: str) -> list[dict[str, Any]]:
         spec["replay"] = {"auto": mode == "tiergate"}
         spec["template"] = with_env(spec["template"], TIERGATE_MAX_ATTEMPTS=str(settings.max_attempts))
     return docs
-
-
-def with_env(template: Mapping[str, Any], **env: str) -> dict[str, Any]:
-    """A copy of a pod template with extra environment on the worker container."""
-    out = copy.deepcopy(dict(template))
-    container = out["spec"]["containers"][0]
-    container["env"] = [e for e in container.get("env", []) if e["name"] not in env]
-    container["env"] += [{"name": k, "value": v} for k, v in env.items()]
-    return out
 
 
 def bad_env(scenario: str, settings: Settings) -> dict[str, str]:
@@ -432,7 +418,7 @@ class Run:
         core = client.CoreV1Api(self.api)
         core.create_namespace({"metadata": {"name": self.namespace, "labels": {"tiergate.io/drill": "true"}}})
         wait_until(lambda: core.read_namespaced_service_account("default", self.namespace), 30, "namespace")
-        self._sender_config(core)
+        create_fleet_env(self.api, self.namespace, self.stack.store_url, self.shared.smsc_url)
         try:
             return self._execute(core)
         except BaseException:
@@ -501,19 +487,6 @@ class Run:
             smsc_duplicates=int(smsc_after.get("duplicates", 0)) - int(smsc_before.get("duplicates", 0)),
             tiers_beyond_first_with_bad=beyond,
             params={"namespace": self.namespace, "good": self.good, "bad": self.bad},
-        )
-
-    def _sender_config(self, core: client.CoreV1Api) -> None:
-        data = {"TIERGATE_STORE_URL": self.stack.store_url, "TIERGATE_UPSTREAM_URL": self.shared.smsc_url}
-        core.create_namespaced_config_map(
-            self.namespace, {"metadata": {"name": "tiergate-sender"}, "data": data}
-        )
-        core.create_namespaced_secret(
-            self.namespace,
-            {
-                "metadata": {"name": "tiergate-smpp"},
-                "stringData": {"system-id": "tiergate", "password": "secret12"},
-            },
         )
 
     def _deploy_fleet(self) -> None:

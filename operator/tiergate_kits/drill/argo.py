@@ -25,13 +25,13 @@ from tiergate.api.v1alpha1 import SenderTier
 from tiergate.domain.checks import SUBMITS
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, deployment_manifest
-from tiergate.drill.analysis import MARK_DETECTED, MARK_HALTED, MARK_HUMAN, MARK_ONSET, MARK_RECOVERED
-from tiergate.drill.stack import wait_until
+from tiergate_kits.drill.analysis import MARK_DETECTED, MARK_HALTED, MARK_HUMAN, MARK_ONSET, MARK_RECOVERED
+from tiergate_kits.drill.stack import wait_until
 
 if TYPE_CHECKING:
-    from tiergate.drill.scenario import Run, Sampler, Settings
+    from tiergate_kits.drill.scenario import Run, Sampler, Settings
 
-log = logging.getLogger("tiergate.drill.argo")
+log = logging.getLogger("tiergate_kits.drill.argo")
 
 MODE = "argo-rollouts"
 GROUP = "argoproj.io"
@@ -238,7 +238,7 @@ def respond(run: Run, sampler: Sampler, fleet: ArgoFleet) -> None:
     failure begins and writes the good release back (a Git revert, fast-tracked by the rollback
     window). Discards are replayed by hand: Argo Rollouts has no replay.
     """
-    from tiergate.drill.scenario import fail_after
+    from tiergate_kits.drill.scenario import fail_after
 
     settings = run.settings
     late = fail_after(run.scenario, settings)

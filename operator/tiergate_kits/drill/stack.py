@@ -1,6 +1,6 @@
 """The drill's stack as child processes of one drill: control plane, SMSC, Prometheus, sender, replay.
 
-Shared by every run: the local control plane (`tiergate.devcluster`), the smpp34-backed test
+Shared by every run: the local control plane (`tiergate_kits.devcluster`), the smpp34-backed test
 SMSC, the pod discovery and Prometheus scraping the worker pods. Per run, so each starts from
 an empty store: the sender API, the replay service and (for tiergate runs) the operator, which
 runs as its own least-privilege service account. Everything is started here and stopped here.
@@ -14,10 +14,8 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +26,12 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tiergate.devcluster import build
-from tiergate.devcluster.cluster import LocalCluster
 from tiergate.monitoring.prometheus_config import scrape_config
+from tiergate_kits.devcluster import build
+from tiergate_kits.devcluster.cluster import LocalCluster
+from tiergate_kits.helpers import free_port, poll
 
-log = logging.getLogger("tiergate.drill.stack")
+log = logging.getLogger("tiergate_kits.drill.stack")
 
 ROOT = Path(__file__).resolve().parents[3]
 TIERGATE = str(Path(sys.executable).parent / "tiergate")
@@ -47,26 +46,12 @@ class StackError(Exception):
     """A part of the drill's stack did not come up."""
 
 
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
     """Poll ``check`` until it returns something truthy; raise `StackError` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (httpx.HTTPError, ApiException, OSError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise StackError(f"Timed out waiting for {what} after {timeout:g}s: last={last!r}")
+    done, last = poll(check, timeout, interval, (httpx.HTTPError, ApiException, OSError))
+    if not done:
+        raise StackError(f"Timed out waiting for {what} after {timeout:g}s: last={last!r}")
+    return last
 
 
 def _die_with_parent() -> None:
@@ -201,7 +186,7 @@ class SharedStack:
         self.procs.start(
             "smsc",
             [
-                TIERGATE, "sender", "smsc", "--host", "127.0.0.1", "--port", str(self.smsc_port),
+                TIERGATE, "smsc", "--host", "127.0.0.1", "--port", str(self.smsc_port),
                 "--stats-port", str(self.smsc_stats_port), "--receipts",
             ],
         )  # fmt: skip

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tiergate.devcluster import build
+from tiergate_kits.devcluster import build
 
 log = logging.getLogger(__name__)
 

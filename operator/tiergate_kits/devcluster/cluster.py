@@ -36,8 +36,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tiergate.devcluster import argo, build
-from tiergate.devcluster.pki import CertificateAuthority, CertPair, service_account_keys
+from tiergate_kits.devcluster import argo, build
+from tiergate_kits.devcluster.pki import CertificateAuthority, CertPair, service_account_keys
+from tiergate_kits.helpers import free_port
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,6 @@ spec:
 
 class ClusterError(Exception):
     """The local control plane could not be started."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -298,7 +293,7 @@ class LocalCluster:
         for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"):
             port = self.state.ports.get(name)
             if port is None or not self._port_free(port):
-                self.state.ports[name] = _free_port()
+                self.state.ports[name] = free_port()
         if not self.state.pod_cidr:
             self.state.pod_cidr = f"127.{random.randint(10, 250)}.0.0/16"
         self.state.nodes = self.nodes
@@ -474,7 +469,7 @@ class LocalCluster:
             [
                 sys.executable,
                 "-m",
-                "tiergate.devcluster",
+                "tiergate_kits.devcluster",
                 "pod-runner",
                 f"--kubeconfig={self.kubeconfig}",
                 f"--workdir={self.workdir}",
@@ -484,9 +479,9 @@ class LocalCluster:
         )
 
     def _start_argo_rollouts(self) -> None:
-        """Install the Argo Rollouts CRDs and start its controller (`tiergate.devcluster.argo`)."""
+        """Install the Argo Rollouts CRDs and start its controller (`tiergate_kits.devcluster.argo`)."""
         argo.install_crds(self._bin("kubectl"), self.kubeconfig)
-        self._spawn("argo-rollouts", argo.controller_argv(self.kubeconfig, _free_port(), _free_port()))
+        self._spawn("argo-rollouts", argo.controller_argv(self.kubeconfig, free_port(), free_port()))
 
     def api_client(self) -> client.ApiClient:
         """A Kubernetes API client authenticated as the admin."""
@@ -547,7 +542,7 @@ class LocalCluster:
             pid = self.state.pids.get(name)
             if not pid:
                 continue
-            marker = "tiergate.devcluster" if name == "pod-runner" else name
+            marker = "tiergate_kits.devcluster" if name == "pod-runner" else name
             proc = self._procs.get(name)
             if proc is None and not _alive(pid, marker):
                 continue
@@ -580,5 +575,5 @@ class LocalCluster:
         for name in self.COMPONENTS:
             pid = self.state.pids.get(name)
             if pid:
-                marker = "tiergate.devcluster" if name == "pod-runner" else name
+                marker = "tiergate_kits.devcluster" if name == "pod-runner" else name
                 yield name, pid, _alive(pid, marker)

@@ -3,8 +3,10 @@
 The SMPP protocol side is the third-party `smpp34` server (Rust core), not ours; this module
 only decides each submit's answer (accept, throttle, reject by destination prefix), counts
 what arrived per message key to expose duplicates, sends delivery receipts on request, and
-serves the counts on a small HTTP endpoint. ``POST /down`` and ``POST /up`` stop and restart
-the SMPP listener, to play an upstream outage.
+serves the counts on a small HTTP endpoint. A receipt goes to the bind that submitted the
+message; when that bind is gone (a worker restarted), it is held and sent on another bind of
+the same system id, as carriers' SMSCs store receipts for the account (for `RECEIPT_HOLD`).
+``POST /down`` and ``POST /up`` stop and restart the SMPP listener, to play an upstream outage.
 
 Runtime switches, so that a test plays a carrier misbehaving (``GET /switches`` shows them,
 ``POST /switches`` with a JSON object changes the fields given):
@@ -64,6 +66,7 @@ class SmscStats:
     rejected: int = 0
     receipts_sent: int = 0
     receipts_failed: int = 0
+    receipts_rerouted: int = 0
     binds: int = 0
     unanswered: int = 0
     per_key: Counter[str] = field(default_factory=Counter)
@@ -82,6 +85,7 @@ class SmscStats:
             "duplicates": duplicates,
             "receipts_sent": self.receipts_sent,
             "receipts_failed": self.receipts_failed,
+            "receipts_rerouted": self.receipts_rerouted,
             "binds": self.binds,
             "unanswered": self.unanswered,
         }
@@ -100,6 +104,8 @@ class SmscStats:
 
 
 BIN = 0.1
+RECEIPT_HOLD = 60.0  # how long a receipt waits for a bind of its account
+RECEIPT_RETRY = 0.5
 REJECT_STATUSES = frozenset(name for name in dir(smpp34) if name.startswith("ESME_R") and name != "ESME_ROK")
 
 
@@ -298,25 +304,42 @@ class TestSmsc:
                 self._receipt_tasks.add(task)
                 task.add_done_callback(self._receipt_tasks.discard)
 
-    async def _receipt(self, esme: smpp34.Esme, message_id: str, source: str, destination: str) -> None:
+    async def _receipt(self, submitter: smpp34.Esme, message_id: str, source: str, destination: str) -> None:
         if self.receipt_delay:
             await asyncio.sleep(self.receipt_delay)
         stamp = time.strftime("%y%m%d%H%M", time.gmtime())
         text = (
             f"id:{message_id} sub:001 dlvrd:001 submit date:{stamp} done date:{stamp} "
             f"stat:DELIVRD err:000 text:"
+        ).encode("ascii")
+        deadline = time.monotonic() + RECEIPT_HOLD
+        while True:
+            esme = self._receiver_for(submitter)
+            if esme is not None:
+                try:
+                    resp = await esme.deliver_sm(source, text, source_addr=destination, esm_class=0x04)
+                except Exception:
+                    resp = None
+                if resp is not None and resp.is_success:
+                    self.stats.receipts_sent += 1
+                    if esme is not submitter:
+                        self.stats.receipts_rerouted += 1
+                    return
+                if resp is not None and esme is submitter and submitter.session_id in self._sessions:
+                    break  # the bind is up and refused it: the ESME's answer stands
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(RECEIPT_RETRY)
+        self.stats.receipts_failed += 1
+
+    def _receiver_for(self, submitter: smpp34.Esme) -> smpp34.Esme | None:
+        """The bind a receipt goes to: the submitter while it is bound, else another of its account."""
+        if submitter.session_id in self._sessions:
+            return submitter
+        return next(
+            (e for e in self._sessions.values() if e.system_id == submitter.system_id and e.can_receive),
+            None,
         )
-        try:
-            resp = await esme.deliver_sm(
-                source, text.encode("ascii"), source_addr=destination, esm_class=0x04
-            )
-        except Exception:
-            self.stats.receipts_failed += 1
-            return
-        if resp.is_success:
-            self.stats.receipts_sent += 1
-        else:
-            self.stats.receipts_failed += 1
 
     def app(self) -> Starlette:
         """The stats and control endpoint."""
