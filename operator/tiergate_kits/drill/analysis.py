@@ -217,6 +217,7 @@ def summarise(rec: Recording) -> dict[str, Any]:
             "accepted": len(mine),
             "late": sum(1 for d in delays if d > threshold),
             "delay_s": _stats(delays),
+            "handled_by_bad": sum(1 for _, f in mine if f is not None and f.handled_by_bad),
         }
     handled_bad = sum(1 for _, f in after if f is not None and f.handled_by_bad)
     exposed_count = sum(1 for s, f in after if exposed(s, f, rec.bad_windows, traffic_end))

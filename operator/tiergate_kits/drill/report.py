@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tiergate_kits.drill.stack import CLASSES
+
 Row = tuple[str, Callable[[Mapping[str, Any]], str]]
 
 
@@ -61,6 +63,10 @@ ROWS: Sequence[Row] = (
     (
         "Traffic handled by the bad release",
         lambda r: f"{r['handled_by_bad']} ({_pct(r['handled_by_bad_share'])})",
+    ),
+    (
+        "Handled by the bad release per tier (class): " + " / ".join(CLASSES),
+        lambda r: " / ".join(_num(r["per_class"].get(c, {}).get("handled_by_bad")) for c in CLASSES),
     ),
     (
         "Traffic waiting while the bad release served its tier",
