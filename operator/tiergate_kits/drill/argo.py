@@ -134,6 +134,18 @@ def rollout(
     }
 
 
+def sync_patch(
+    doc: Mapping[str, Any], namespace: str, template: Mapping[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """What a GitOps sync of the tier's file writes: the whole spec, not the pod template alone.
+
+    The analysis step's ``revision`` argument is in the same file as the template it names, so
+    the two change together; a patch of the template alone would leave the analysis asking
+    about the release before (the stable pods, healthy), and every bad canary would pass.
+    """
+    return {"spec": rollout(doc, namespace, template, settings)["spec"]}
+
+
 def pod_workloads(pods: Iterable[Any], replicas: int) -> dict[str, tuple[str | None, int, int]]:
     """Per tier, as the Sampler records a Deployment: the revision it rolls to, replicas, Ready pods of it.
 
@@ -201,16 +213,9 @@ class ArgoFleet:
             name = doc["metadata"]["name"]
             if name not in templates:
                 continue
-            body = rollout(doc, self.namespace, templates[name], self.settings)
+            body = sync_patch(doc, self.namespace, templates[name], self.settings)
             self.stable_before[name] = str(self.status(name).get("stableRS") or "")
-            self.custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                ROLLOUTS,
-                name,
-                {"spec": {"template": body["spec"]["template"]}},
-            )
+            self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, ROLLOUTS, name, body)
 
     def status(self, name: str) -> dict[str, Any]:
         """A Rollout's status."""

@@ -99,6 +99,9 @@ def test_the_argo_rollouts_run_completed(drill_report: dict[str, Any], scenario:
     assert run["time_to_recover_s"] is not None, run
     # Its canary is per tier, not per fleet: the one release reached every tier's canary.
     assert run["bad_beyond_first_tier"] == ["priority", "standard"]
+    # Both releases fail at start, so its own canary checks abort them: no rollback by hand.
+    assert not [a for a in run["human_action_list"] if "rollback" in a], run["human_action_list"]
+    assert run["time_to_detect_s"] < drill_report["settings"]["detection_delay"]
 
 
 def test_the_fail_share_release_is_caught_and_its_discards_replayed(drill_report: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER
 from tiergate_kits.devcluster import build
 from tiergate_kits.drill import argo
 from tiergate_kits.drill.cli import settings_for
-from tiergate_kits.drill.scenario import MODES, baseline_deployment, fleet_docs
+from tiergate_kits.drill.scenario import MODES, bad_env, baseline_deployment, fleet_docs
+from tiergate_kits.helpers import with_env
 
 
 def test_argo_rollouts_is_the_third_contender() -> None:
@@ -80,6 +81,17 @@ def _pod(tier: str, revision: str, ready: bool, created: int) -> SimpleNamespace
             conditions=[SimpleNamespace(type="Ready", status="True" if ready else "False")]
         ),
     )
+
+
+def test_a_release_rewrites_the_analysis_argument_with_the_template_it_names() -> None:
+    settings = settings_for(False)
+    doc = fleet_docs(settings, argo.MODE)[0]
+    bad = with_env(doc["spec"]["template"], **bad_env("fail-share", settings))
+    patch = argo.sync_patch(doc, "ns", bad, settings)
+    analysis = patch["spec"]["strategy"]["canary"]["steps"][2]["analysis"]
+    args = {a["name"]: a["value"] for a in analysis["args"]}
+    assert args["revision"] == revision_of(bad) != revision_of(doc["spec"]["template"])
+    assert patch["spec"]["template"]["metadata"]["labels"][LABEL_REVISION] == revision_of(bad)
 
 
 def test_pod_workloads_names_the_revision_of_the_newest_pod_and_its_ready_pods() -> None:
