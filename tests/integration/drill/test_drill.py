@@ -6,7 +6,8 @@ fail at start (`--short`'s default: the late failure would lengthen it by minute
 to the full drill), each against plain Deployments, against one Argo Rollout per tier (its
 controller from `tiergate dev build --group argo`) and against tiergate. The test asserts what
 must hold whatever the machine's speed: nothing accepted is lost in any mode, the Argo Rollouts
-run completed (every tier back on the good release), and with tiergate nothing is rejected,
+run completed (every tier back on the good release, both releases aborted by its own
+canary checks, not rolled back by hand), and with tiergate nothing is rejected,
 the bad release never gets past the first tier, and every discard of the bad release is
 replayed and delivered exactly once.
 """
@@ -101,7 +102,6 @@ def test_the_argo_rollouts_run_completed(drill_report: dict[str, Any], scenario:
     assert run["bad_beyond_first_tier"] == ["priority", "standard"]
     # Both releases fail at start, so its own canary checks abort them: no rollback by hand.
     assert not [a for a in run["human_action_list"] if "rollback" in a], run["human_action_list"]
-    assert run["time_to_detect_s"] < drill_report["settings"]["detection_delay"]
 
 
 def test_the_fail_share_release_is_caught_and_its_discards_replayed(drill_report: dict[str, Any]) -> None:
