@@ -15,7 +15,7 @@ demo: setup       ## a local control plane, the operator, Prometheus, an SMSC an
 demo-down:        ## stop everything the demo started
 	scripts/demo.sh down
 
-drill: setup      ## the 2020 incident replayed: all-at-once deploy vs tiergate, report in .run/drill/
+drill: setup      ## the 2020 incident replayed: all-at-once deploy vs Argo Rollouts vs tiergate, report in .run/drill/
 	scripts/drill.sh
 
 test: setup       ## the whole suite: unit, then integration against real servers

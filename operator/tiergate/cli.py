@@ -45,7 +45,9 @@ KIT_APPS: dict[str, SubApp] = {
     "dev": SubApp(
         "tiergate_kits.devcluster.cli", "app", "A real local Kubernetes control plane for tests and demos."
     ),
-    "drill": SubApp("tiergate_kits.drill.cli", "app", "The 2020 incident drill: baseline against tiergate."),
+    "drill": SubApp(
+        "tiergate_kits.drill.cli", "app", "The 2020 incident drill: baseline, Argo Rollouts and tiergate."
+    ),
     "smsc": SubApp(
         "tiergate_kits.smsc_cli", "app", "A test SMSC (smpp34's server) for tests, demos and e2e images."
     ),

@@ -45,6 +45,7 @@ class Versions:
     coredns: str = ""
     crictl: str = ""
     helm: str = ""
+    argo_rollouts: str = ""
 
     @property
     def staging(self) -> str:
@@ -81,6 +82,7 @@ def load_versions(path: Path = VERSIONS_FILE) -> Versions:
         coredns=values.get("COREDNS_VERSION", ""),
         crictl=values.get("CRICTL_VERSION", ""),
         helm=values.get("HELM_VERSION", ""),
+        argo_rollouts=values.get("ARGO_ROLLOUTS_VERSION", ""),
     )
 
 
@@ -120,7 +122,10 @@ KIND_BINARIES = (
 # scripts/setup.sh builds this group, the kind steps the whole kind group.
 TEST_BINARIES = ("helm",)
 
-GROUPS = {"core": BINARIES, "kind": KIND_BINARIES, "test": TEST_BINARIES}
+# The drill's peer contender (tiergate_kits.drill.argo): the Argo Rollouts controller.
+ARGO_BINARIES = ("argo-rollouts",)
+
+GROUPS = {"core": BINARIES, "kind": KIND_BINARIES, "test": TEST_BINARIES, "argo": ARGO_BINARIES}
 
 
 def missing_binaries(versions: Versions | None = None, group: str = "core") -> list[str]:
@@ -216,9 +221,25 @@ def kind_tools(v: Versions) -> list[Tool]:
     ]
 
 
+def argo_tools(v: Versions) -> list[Tool]:
+    """The Argo Rollouts controller, built from its module like the other tools."""
+    if not v.argo_rollouts:
+        raise RuntimeError("versions.env pins no version for: argo_rollouts")
+    module = "github.com/argoproj/argo-rollouts"
+    return [
+        _module(
+            "argo-rollouts",
+            module,
+            v.argo_rollouts,
+            "cmd/rollouts-controller",
+            f"{module}/utils/version.version={v.argo_rollouts.removeprefix('v')}",
+        )
+    ]
+
+
 def group_tools(v: Versions, group: str) -> list[Tool]:
     """The tools of a named build group."""
-    every = tools(v) if group == "core" else kind_tools(v)
+    every = {"core": tools, "argo": argo_tools}.get(group, kind_tools)(v)
     return [t for t in every if t.name in GROUPS[group]]
 
 

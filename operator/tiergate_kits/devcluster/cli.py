@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from tiergate_kits.devcluster import build as builder
+from tiergate_kits.devcluster.argo import ArgoError
 from tiergate_kits.devcluster.cluster import ClusterError, LocalCluster
 from tiergate_kits.devcluster.runner import DEFAULT_POD_CIDR
 from tiergate_kits.devcluster.runner import run as run_pod_runner
@@ -32,7 +33,11 @@ def _logging(verbose: bool = False) -> None:
 def build_cmd(
     force: Annotated[bool, typer.Option(help="Rebuild binaries already built.")] = False,
     group: Annotated[
-        str, typer.Option(help="core: the control plane; test: helm too for the tests; kind: the kind tools.")
+        str,
+        typer.Option(
+            help="core: the control plane; test: helm too for the tests; kind: the kind tools; "
+            "argo: the Argo Rollouts controller (the drill's peer)."
+        ),
     ] = "core",
 ) -> None:
     """Build the control plane (etcd, API server, controllers, scheduler, kubectl, kwok) or another group."""
@@ -53,16 +58,26 @@ def up(
     workdir: Workdir = DEFAULT_WORKDIR,
     nodes: Annotated[int, typer.Option(help="Number of kwok nodes.")] = 3,
     build: Annotated[bool, typer.Option(help="Build missing binaries first.")] = True,
+    argo_rollouts: Annotated[
+        bool,
+        typer.Option(
+            envvar="TIERGATE_ARGO_ROLLOUTS",
+            help="Also install the Argo Rollouts CRDs and run its controller (build: --group argo).",
+        ),
+    ] = False,
 ) -> None:
     """Start the local control plane detached and print how to use it."""
     _logging()
     if build and builder.missing_binaries():
         typer.echo("Building the control plane binaries (first time only, slow)...", err=True)
         builder.build()
-    cluster = LocalCluster(workdir, nodes=nodes, detach=True)
+    if build and argo_rollouts and builder.missing_binaries(group="argo"):
+        typer.echo("Building the Argo Rollouts controller (first time only, about 5 minutes)...", err=True)
+        builder.build(group="argo")
+    cluster = LocalCluster(workdir, nodes=nodes, detach=True, argo_rollouts=argo_rollouts)
     try:
         seconds = cluster.start()
-    except ClusterError as exc:
+    except (ClusterError, ArgoError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"# cluster ready in {seconds}s; logs in {cluster.logs}", err=True)

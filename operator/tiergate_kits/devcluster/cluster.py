@@ -36,7 +36,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tiergate_kits.devcluster import build
+from tiergate_kits.devcluster import argo, build
 from tiergate_kits.devcluster.pki import CertificateAuthority, CertPair, service_account_keys
 from tiergate_kits.helpers import free_port
 
@@ -185,6 +185,7 @@ class LocalCluster:
         "kube-scheduler",
         "kwok",
         "pod-runner",
+        "argo-rollouts",
     )
 
     def __init__(
@@ -194,8 +195,10 @@ class LocalCluster:
         nodes: int = 3,
         bin_dir: Path | None = None,
         detach: bool = False,
+        argo_rollouts: bool = False,
     ) -> None:
         self.workdir = workdir.resolve()
+        self.argo_rollouts = argo_rollouts
         self.nodes = nodes
         self.bin_dir = bin_dir or build.bin_dir()
         self.detach = detach
@@ -253,6 +256,8 @@ class LocalCluster:
             self._start_controllers()
             self._create_nodes()
             self._wait_nodes_ready(deadline)
+            if self.argo_rollouts:
+                self._start_argo_rollouts()
         except BaseException:
             self.stop()
             raise
@@ -472,6 +477,11 @@ class LocalCluster:
                 f"--pod-cidr={self.state.pod_cidr}",
             ],
         )
+
+    def _start_argo_rollouts(self) -> None:
+        """Install the Argo Rollouts CRDs and start its controller (`tiergate_kits.devcluster.argo`)."""
+        argo.install_crds(self._bin("kubectl"), self.kubeconfig)
+        self._spawn("argo-rollouts", argo.controller_argv(self.kubeconfig, free_port(), free_port()))
 
     def api_client(self) -> client.ApiClient:
         """A Kubernetes API client authenticated as the admin."""

@@ -1,4 +1,4 @@
-"""``tiergate drill``: replay the 2020 outage against plain Deployments and against tiergate.
+"""``tiergate drill``: replay the 2020 outage against plain Deployments, Argo Rollouts and tiergate.
 
 One command starts the whole stack on the local control plane, runs each chosen scenario in
 both modes one after the other (and fail-share also with a canary in every tier), and writes
@@ -23,6 +23,7 @@ import typer
 
 from tiergate_kits.drill import report, timeline
 from tiergate_kits.drill.analysis import Recording, from_json, summarise, to_json
+from tiergate_kits.drill.argo import MODE as ARGO
 from tiergate_kits.drill.scenario import (
     ALL_MODES,
     MODES,
@@ -57,14 +58,15 @@ def chosen_scenarios(scenario: str | None, short: bool) -> list[str]:
     return [scenario]
 
 
-def chosen_modes(mode: str | None, short: bool) -> list[str]:
-    """The modes to run: by name (comma-separated), the two for ``both``, every one for ``all``.
+def chosen_modes(mode: str | None) -> list[str]:
+    """The modes to run: by name (comma-separated), those that run in every scenario for
+    ``every``, all of them for ``all``.
 
-    The default is ``all``, and ``both`` with ``--short`` (the CI drill's runs).
+    The default is ``every`` (the three contenders; the canary run is asked for by name or ``all``).
     """
     if mode is None:
-        mode = "both" if short else "all"
-    if mode == "both":
+        mode = "every"
+    if mode == "every":
         return list(MODES)
     if mode == "all":
         return list(ALL_MODES)
@@ -74,7 +76,7 @@ def chosen_modes(mode: str | None, short: bool) -> list[str]:
 def run_drill(scenarios: list[str], modes: list[str], settings: Settings, out: Path, command: str) -> str:
     """Run every scenario in every mode that runs in it on one stack; write the report; return the table."""
     started = time.monotonic()
-    shared = SharedStack(out / "work")
+    shared = SharedStack(out / "work", argo_rollouts=ARGO in modes)
     recordings: list[Recording] = []
     try:
         shared.start()
@@ -134,8 +136,9 @@ def drill(
         str | None,
         typer.Option(
             help=(
-                "baseline, tiergate, tiergate-canary (fail-share only), a comma-separated list of them, "
-                "both (the first two) or all (default: all; with --short, both)."
+                "baseline, tiergate, argo-rollouts, tiergate-canary (fail-share only), a "
+                "comma-separated list of them, every (the first three, which run in every scenario) "
+                "or all (default: every)."
             )
         ),
     ] = None,
@@ -145,7 +148,8 @@ def drill(
     ] = None,
     rate: Annotated[float | None, typer.Option(help="Messages per second, all classes together.")] = None,
     detection_delay: Annotated[
-        float | None, typer.Option(help="Baseline: seconds until a person notices the outage.")
+        float | None,
+        typer.Option(help="Baseline and Argo Rollouts: seconds until a person notices the outage."),
     ] = None,
     replicas: Annotated[
         int | None, typer.Option(help="Worker pods per tier (tiergate-canary: at least 4).")
@@ -167,10 +171,10 @@ def drill(
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     scenarios = chosen_scenarios(scenario, short)
-    modes = chosen_modes(mode, short)
+    modes = chosen_modes(mode)
     if any(s not in SCENARIOS for s in scenarios) or any(m not in ALL_MODES for m in modes):
         typer.echo(
-            f"error: scenario must be one of {SCENARIOS} or all; mode one of {ALL_MODES}, both or all",
+            f"error: scenario must be one of {SCENARIOS} or all; mode one of {ALL_MODES}, every or all",
             err=True,
         )
         raise typer.Exit(2)

@@ -40,6 +40,7 @@ from tiergate.clients.replay import ReplayClient
 from tiergate.domain.revision import revision_of
 from tiergate.domain.workload import LABEL_REVISION, LABEL_TIER, canary_name, deployment_manifest
 from tiergate.store import DiscardEvent, DiscardFilter, MessageState, Store, StoreError, open_store
+from tiergate_kits.drill import argo
 from tiergate_kits.drill.analysis import (
     MARK_DETECTED,
     MARK_HALTED,
@@ -60,6 +61,7 @@ from tiergate_kits.drill.analysis import (
     Window,
     first_mark,
 )
+from tiergate_kits.drill.argo import MODE as ARGO
 from tiergate_kits.drill.stack import (
     CLASSES,
     ONCALL_TOKEN,
@@ -74,9 +76,9 @@ from tiergate_kits.helpers import create_fleet_env, quick_checks, with_env
 
 log = logging.getLogger("tiergate_kits.drill")
 
-MODES = ("baseline", "tiergate")
+MODES = ("baseline", "tiergate", ARGO)
 CANARY_MODE = "tiergate-canary"
-# Modes beyond the two that run only in some scenarios, and the scenarios they run in.
+# Modes beyond those that run in every scenario, and the scenarios they run in.
 EXTRA_MODES: Mapping[str, tuple[str, ...]] = {CANARY_MODE: ("fail-share",)}
 ALL_MODES = (*MODES, *EXTRA_MODES)
 OPERATED = ("tiergate", CANARY_MODE)
@@ -104,9 +106,12 @@ class Settings:
     queue_seconds: float = 30.0
     fail_share: float = 0.5
     max_attempts: int = 3
-    warmup: float = 20.0
+    # 10 s of steady state (2,000 messages at 200/s) set the normal delay; 5 s after every
+    # tier is back show traffic flowing again. Both were longer (20 s, 15 s) until the third
+    # contender, which made the full drill too long for 25 minutes; neither changes a measure.
+    warmup: float = 10.0
     detection_delay: float = 120.0
-    observe: float = 15.0
+    observe: float = 5.0
     drain_timeout: float = 240.0
     progress_deadline: int = 30
     bake: int = 10
@@ -224,13 +229,16 @@ class Sampler:
     among them; which release a pod runs is its revision label.
     """
 
-    def __init__(self, api: client.ApiClient, namespace: str, store: StoreView, tiergate: bool) -> None:
+    def __init__(
+        self, api: client.ApiClient, namespace: str, store: StoreView, tiergate: bool, rollouts: int = 0
+    ) -> None:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
         self.store = store
         self.tiergate = tiergate
+        self.rollouts = rollouts
         self.pods: list[tuple[float, dict[str, set[str]]]] = []
         self.ready: list[tuple[float, dict[str, set[str]]]] = []
         self.counts: list[tuple[float, dict[tuple[str, str], int]]] = []
@@ -264,7 +272,8 @@ class Sampler:
         pods: dict[str, set[str]] = {}
         ready: dict[str, set[str]] = {}
         counts: dict[tuple[str, str], int] = {}
-        for pod in self.core.list_namespaced_pod(self.namespace).items:
+        pod_items = self.core.list_namespaced_pod(self.namespace).items
+        for pod in pod_items:
             labels = pod.metadata.labels or {}
             if LABEL_TIER in labels:
                 revision = labels.get(LABEL_REVISION, "")
@@ -277,14 +286,18 @@ class Sampler:
         self.pods.append((now, pods))
         self.ready.append((now, ready))
         self.counts.append((now, counts))
-        deps = {
-            d.metadata.name: (
-                (d.spec.template.metadata.labels or {}).get(LABEL_REVISION),
-                d.spec.replicas or 0,
-                d.status.ready_replicas or 0,
-            )
-            for d in self.apps.list_namespaced_deployment(self.namespace).items
-        }
+        deps = (
+            argo.pod_workloads(pod_items, self.rollouts)
+            if self.rollouts
+            else {
+                d.metadata.name: (
+                    (d.spec.template.metadata.labels or {}).get(LABEL_REVISION),
+                    d.spec.replicas or 0,
+                    d.status.ready_replicas or 0,
+                )
+                for d in self.apps.list_namespaced_deployment(self.namespace).items
+            }
+        )
         self.deployments.append((now, deps))
         if self.tiergate:
             items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["items"]
@@ -454,6 +467,7 @@ class Run:
         self.good = {d["metadata"]["name"]: revision_of(d["spec"]["template"]) for d in self.docs}
         self.bad: dict[str, str] = {}
         self.stack = RunStack(shared, workdir, customer_tokens(settings.customers), settings.max_queue_depth)
+        self.argo = argo.ArgoFleet(self.api, self.namespace, settings, shared.prometheus_url)
 
     def mark(self, kind: str, label: str, at: float | None = None) -> None:
         """Record that something happened."""
@@ -484,7 +498,8 @@ class Run:
             view.close()
 
     def _observe(self, core: client.CoreV1Api, view: StoreView, smsc_before: Mapping[str, Any]) -> Recording:
-        sampler = Sampler(self.api, self.namespace, view, operated(self.mode)).start()
+        rollouts = self.settings.replicas if self.mode == ARGO else 0
+        sampler = Sampler(self.api, self.namespace, view, operated(self.mode), rollouts).start()
         traffic = Traffic(
             self.stack.api_url, self.stack.tokens, self.settings.rate, self.settings.shares, self.index
         ).start()
@@ -495,6 +510,9 @@ class Run:
             self._release()
             if self.mode == "baseline":
                 self._baseline_response(sampler)
+            elif self.mode == ARGO:
+                argo.respond(self, sampler, self.argo)
+                asyncio.run(self._manual_replay())
             else:
                 self._tiergate_response(sampler)
             time.sleep(self.settings.observe)
@@ -540,6 +558,15 @@ class Run:
         )
 
     def _deploy_fleet(self) -> None:
+        if self.mode == ARGO:
+            self.argo.deploy(self.docs)
+            wait_until(
+                lambda: argo.serving(self.api, self.namespace, self.good, self.settings.replicas),
+                240,
+                "Argo Rollouts fleet ready",
+                1.0,
+            )
+            return
         if self.mode == "baseline":
             apps = client.AppsV1Api(self.api)
             for doc in self.docs:
@@ -596,6 +623,9 @@ class Run:
             for doc in self.docs:
                 body = baseline_deployment(doc, self.namespace, templates[doc["metadata"]["name"]])
                 apps.replace_namespaced_deployment(doc["metadata"]["name"], self.namespace, body)
+            return
+        if self.mode == ARGO:
+            self.argo.apply(self.docs, templates)
             return
         custom = client.CustomObjectsApi(self.api)
         for name, template in templates.items():

@@ -133,6 +133,7 @@ class SharedStack:
 
     workdir: Path
     nodes: int = 3
+    argo_rollouts: bool = False
     cluster: LocalCluster | None = None
     procs: Processes | None = None
     api: client.ApiClient | None = None
@@ -170,8 +171,14 @@ class SharedStack:
         if build.missing_binaries():
             log.info("Building control plane binaries dir=%s", build.bin_dir())
             build.build()
+        if self.argo_rollouts and build.missing_binaries(group="argo"):
+            raise StackError(
+                "the Argo Rollouts controller is not built: run `tiergate dev build --group argo`"
+            )
         self.procs = Processes(self.workdir / "logs")
-        self.cluster = LocalCluster(self.workdir / "cluster", nodes=self.nodes)
+        self.cluster = LocalCluster(
+            self.workdir / "cluster", nodes=self.nodes, argo_rollouts=self.argo_rollouts
+        )
         seconds = self.cluster.start()
         log.info("Local control plane ready seconds=%s", seconds)
         self.api = config.new_client_from_config(config_file=str(self.cluster.kubeconfig))

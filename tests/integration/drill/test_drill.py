@@ -3,10 +3,13 @@
 It runs `tiergate drill --short` in process: its own local control plane, the test SMSC,
 Prometheus, the sender API, the replay service and the operator; the two bad releases that
 fail at start (`--short`'s default: the late failure would lengthen it by minutes and is left
-to the full drill), each against plain Deployments and against tiergate. The test asserts what
-must hold whatever the machine's speed: nothing accepted is lost in either mode, and with
-tiergate nothing is rejected, the bad release never gets past the first tier, and every
-discard of the bad release is replayed and delivered exactly once.
+to the full drill), each against plain Deployments, against one Argo Rollout per tier (its
+controller from `tiergate dev build --group argo`) and against tiergate. The test asserts what
+must hold whatever the machine's speed: nothing accepted is lost in any mode, the Argo Rollouts
+run completed (every tier back on the good release, both releases aborted by its own
+canary checks, not rolled back by hand), and with tiergate nothing is rejected,
+the bad release never gets past the first tier, and every discard of the bad release is
+replayed and delivered exactly once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from tests.plugins.prometheus import prometheus_binary
 from tests.plugins.tools import SETUP, missing_tool
 
 from tiergate_kits.devcluster import build
+from tiergate_kits.drill.argo import MODE as ARGO
 from tiergate_kits.drill.cli import run_drill, settings_for
 from tiergate_kits.drill.scenario import MODES, SHORT_SCENARIOS
 
@@ -30,6 +34,8 @@ def drill_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The report of one short drill over every scenario and mode."""
     if build.missing_binaries():
         missing_tool(f"control plane binaries {build.missing_binaries()}", f"{SETUP} (tiergate dev build)")
+    if build.missing_binaries(group="argo"):
+        missing_tool("the Argo Rollouts controller", f"{SETUP} (tiergate dev build --group argo)")
     prometheus_binary()
     out = tmp_path_factory.mktemp("drill")
     table = run_drill(list(SHORT_SCENARIOS), list(MODES), settings_for(True), out, "tiergate drill --short")
@@ -84,6 +90,18 @@ def test_tiergate_replays_every_discard_once_without_a_person(
     assert run["discards_replayed_delivered"] == run["discards_bad"]
     assert run["smsc_duplicates"] == 0
     assert run["human_actions"] == 0
+
+
+@pytest.mark.parametrize("scenario", SHORT_SCENARIOS)
+def test_the_argo_rollouts_run_completed(drill_report: dict[str, Any], scenario: str) -> None:
+    run = run_of(drill_report, scenario, ARGO)
+    assert run["accepted"] > 0
+    assert run["time_to_detect_s"] is not None, run
+    assert run["time_to_recover_s"] is not None, run
+    # Its canary is per tier, not per fleet: the one release reached every tier's canary.
+    assert run["bad_beyond_first_tier"] == ["priority", "standard"]
+    # Both releases fail at start, so its own canary checks abort them: no rollback by hand.
+    assert not [a for a in run["human_action_list"] if "rollback" in a], run["human_action_list"]
 
 
 def test_the_fail_share_release_is_caught_and_its_discards_replayed(drill_report: dict[str, Any]) -> None:

@@ -206,6 +206,7 @@ def test_summary_of_a_recorded_run() -> None:
     assert r["per_class"]["bulk"]["late"] == 6
     assert r["handled_by_bad"] == 2
     assert r["handled_by_bad_share"] == round(2 / 12, 4)
+    assert [r["per_class"][c]["handled_by_bad"] for c in ("bulk", "standard", "priority")] == [2, 0, 0]
     assert r["exposed"] == 6  # the five bulk messages after the release and d1; not priority
     assert (r["time_to_detect_s"], r["time_to_halt_s"], r["time_to_recover_s"]) == (15.0, 15.0, 25.0)
     assert (r["discards_bad"], r["discards_replayed"], r["discards_replayed_delivered"]) == (1, 1, 1)
@@ -283,6 +284,7 @@ def test_markdown_has_one_column_per_run_and_the_safety_rows() -> None:
     assert all(line.count("|") == 4 for line in lines)
     assert any(line.startswith("| **Lost**") for line in lines)
     assert "manual rollback; manual replay" in table
+    assert "| Traffic handled by the bad release per tier (bulk / standard / priority) | 2 / 0 / 0 |" in table
 
 
 def test_the_bad_release_traffic_and_pods_are_counted_per_tier() -> None:

@@ -80,20 +80,19 @@ def test_the_canary_mode_runs_in_fail_share_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "short", "expected"),
+    ("mode", "expected"),
     [
-        (None, False, ["baseline", "tiergate", CANARY_MODE]),
-        (None, True, ["baseline", "tiergate"]),
-        ("both", False, ["baseline", "tiergate"]),
-        ("all", True, ["baseline", "tiergate", CANARY_MODE]),
-        (CANARY_MODE, False, [CANARY_MODE]),
-        ("tiergate, tiergate-canary", False, ["tiergate", CANARY_MODE]),
+        (None, ["baseline", "tiergate", "argo-rollouts"]),
+        ("every", ["baseline", "tiergate", "argo-rollouts"]),
+        ("all", ["baseline", "tiergate", "argo-rollouts", CANARY_MODE]),
+        (CANARY_MODE, [CANARY_MODE]),
+        ("tiergate, tiergate-canary", ["tiergate", CANARY_MODE]),
     ],
 )
-def test_the_modes_by_default_are_all_and_with_short_the_two(
-    mode: str | None, short: bool, expected: list[str]
+def test_the_modes_by_default_are_the_three_contenders_and_the_canary_run_by_name(
+    mode: str | None, expected: list[str]
 ) -> None:
-    assert chosen_modes(mode, short) == expected
+    assert chosen_modes(mode) == expected
 
 
 @pytest.mark.parametrize(
