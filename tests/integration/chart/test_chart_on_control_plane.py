@@ -161,8 +161,9 @@ def can_i(kubeconfig: Path, namespace: str, account_ns: str, account: str) -> se
     for line in lines[1:]:
         cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
         resource, urls, names, verbs = cells
-        assert names == "[]", f"unexpected resourceNames grant: {line}"
         targets = urls.strip("[]").split() if urls != "[]" else [resource]
+        if names != "[]":  # a grant on named objects only: "secrets[tiergate-notifications]"
+            targets = [f"{resource}[{n}]" for n in names.strip("[]").split()]
         for target in targets:
             for verb in verbs.strip("[]").split():
                 grants.add((target, verb))
@@ -170,7 +171,8 @@ def can_i(kubeconfig: Path, namespace: str, account_ns: str, account: str) -> se
 
 
 def rbac_grants(kind: str) -> set[Grant]:
-    """The (resource, verb) pairs a ClusterRole or Role of deploy/operator/rbac.yaml grants."""
+    """The (resource, verb) pairs a ClusterRole or Role of deploy/operator/rbac.yaml grants (a
+    resource limited to named objects as ``resource[name]``)."""
     (rules,) = [d["rules"] for d in source_docs("deploy/operator/rbac.yaml") if d["kind"] == kind]
     grants: set[Grant] = set()
     for rule in rules:
@@ -179,8 +181,9 @@ def rbac_grants(kind: str) -> set[Grant]:
                 name = resource if not group else f"{resource.split('/')[0]}.{group}"
                 if "/" in resource and group:
                     name = f"{name}/{resource.split('/', 1)[1]}"
+                named = [f"{name}[{n}]" for n in rule.get("resourceNames", [])] or [name]
                 for verb in rule["verbs"]:
-                    grants.add((name, verb))
+                    grants |= {(target, verb) for target in named}
     return grants
 
 
