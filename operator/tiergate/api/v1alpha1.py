@@ -927,6 +927,22 @@ class SenderTierStatus(_Status):
         """This status with its notification outbox replaced."""
         return self.model_copy(update={"notifications": records})
 
+    def with_canary(self, canary: CanaryStatus | None) -> SenderTierStatus:
+        """This status with its canary step replaced (None: no canary)."""
+        return self.model_copy(update={"canary": canary})
+
+    def with_message(self, message: str) -> SenderTierStatus:
+        """This status with its message replaced."""
+        return self.model_copy(update={"message": message})
+
+    def in_phase(self, phase: Phase) -> SenderTierStatus:
+        """This status as it would read in ``phase`` (nothing else changed)."""
+        return self.model_copy(update={"phase": phase})
+
+    def observed(self, generation: int) -> SenderTierStatus:
+        """This status with ``generation`` as the spec generation it reflects."""
+        return self.model_copy(update={"observed_generation": generation})
+
     def handled(self, kind: str, token: str) -> SenderTierStatus:
         """This status with the on-call request ``kind`` marked as acted on."""
         return self.model_copy(update={"handled_requests": {**self.handled_requests, kind: token}})
@@ -1070,6 +1086,16 @@ class SenderTier(BaseModel):
     metadata: ObjectMeta
     spec: SenderTierSpec
     status: SenderTierStatus = Field(default_factory=SenderTierStatus)
+
+    def with_status(self, status: SenderTierStatus) -> SenderTier:
+        """This tier with its status replaced."""
+        return self.model_copy(update={"status": status})
+
+    def as_canary_step(self, replicas: int, bake: str) -> SenderTier:
+        """This tier as its canary step is judged: ``replicas`` pods and the canary's own bake."""
+        gate = self.spec.health_gate.model_copy(update={"bake": bake})
+        spec = self.spec.model_copy(update={"replicas": replicas, "health_gate": gate})
+        return self.model_copy(update={"spec": spec})
 
 
 class Canary(_Spec):

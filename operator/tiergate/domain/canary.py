@@ -80,8 +80,8 @@ def settled(status: SenderTierStatus, revision: str, now: datetime) -> SenderTie
     if canary is None or canary.phase is not CanaryPhase.RUNNING or status.phase in LIVE_PHASES:
         return status
     if status.phase in (Phase.HALTED, Phase.ROLLED_BACK) and canary.revision == revision:
-        return status.model_copy(update={"canary": canary.ended(CanaryPhase.FAILED, now)})
-    return status.model_copy(update={"canary": None})
+        return status.with_canary(canary.ended(CanaryPhase.FAILED, now))
+    return status.with_canary(None)
 
 
 def keeps_pods(status: SenderTierStatus, revision: str) -> bool:

@@ -224,7 +224,7 @@ class Context:
 
     def with_status(self, status: SenderTierStatus) -> Context:
         """The same context with the tier's status replaced."""
-        return replace(self, tier=self.tier.model_copy(update={"status": status}))
+        return replace(self, tier=self.tier.with_status(status))
 
 
 @dataclass(frozen=True)
@@ -570,7 +570,7 @@ def _start(ctx: Context, reason: Reason, message: str) -> Decision:
     )
     new = _conditions(ctx, new, ready=False, reason=reason, reconciling=True)
     canary = can.started(ctx.tier.spec, status.signed_off_revision, rev, ctx.now)
-    new = new.model_copy(update={"canary": canary})
+    new = new.with_canary(canary)
     events: tuple[EventNote, ...] = (EventNote(reason, message),)
     if canary is not None:
         note = (
@@ -835,7 +835,7 @@ def _signed_off(
         if ready
         else f"Signed off: release {release}, {ctx.deployment.ready}/{wanted} pods Ready"
     )
-    is_watching = watching(ctx.with_status(status.model_copy(update={"phase": Phase.SIGNED_OFF})))
+    is_watching = watching(ctx.with_status(status.in_phase(Phase.SIGNED_OFF)))
     if is_watching and status.rollout is not None and status.rollout.watch_until is not None:
         message += f", watching until {status.rollout.watch_until.isoformat()}"
     message += note
@@ -911,7 +911,7 @@ def _halted(ctx: Context) -> Decision:
         if ctx.tier.spec.on_failure is OnFailure.ROLLBACK
         else DeploymentIntent(Source.SPEC, rev, ctx.tier.spec.replicas)
     )
-    new = status.model_copy(update={"observed_generation": ctx.tier.metadata.generation})
+    new = status.observed(ctx.tier.metadata.generation)
     new = _conditions(ctx, new, ready=False, reason=_halt_reason(status), reconciling=False, halted=True)
     replay, refresh = _auto_replay(ctx, status)
     return Decision(
@@ -1276,9 +1276,8 @@ def step_context(ctx: Context) -> Context:
     if not can.running(status, ctx.spec_revision) or status.canary is None:
         return ctx
     spec = ctx.tier.spec
-    gate = spec.health_gate.model_copy(update={"bake": can.bake(spec)})
-    stepped = spec.model_copy(update={"replicas": status.canary.replicas, "health_gate": gate})
-    return replace(ctx, tier=ctx.tier.model_copy(update={"spec": stepped}), deployment=ctx.canary_deployment)
+    tier = ctx.tier.as_canary_step(status.canary.replicas, can.bake(spec))
+    return replace(ctx, tier=tier, deployment=ctx.canary_deployment)
 
 
 def _shaped(ctx: Context, stepped: bool, decision: Decision) -> Decision:
@@ -1297,7 +1296,7 @@ def _shaped(ctx: Context, stepped: bool, decision: Decision) -> Decision:
         intent = DeploymentIntent(Source.SPEC, rev, canary.replicas)
         prefix = can.message_prefix(canary, total)
         if status.message and not status.message.startswith(prefix):
-            status = status.model_copy(update={"message": prefix + status.message})
+            status = status.with_message(prefix + status.message)
     elif canary is not None and can.keeps_pods(status, rev):
         intent = DeploymentIntent(Source.SPEC, rev, canary.replicas)
     elif can.failed_here(status, rev) and stable.source is Source.SPEC:
