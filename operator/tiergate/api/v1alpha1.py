@@ -111,6 +111,11 @@ class Phase(enum.StrEnum):
     ROLLED_BACK = "RolledBack"
 
 
+# A rollout in progress (the Deployment on its way to the spec's revision), and a halt.
+LIVE_PHASES = (Phase.PROGRESSING, Phase.BAKING)
+HALTED_PHASES = (Phase.HALTED, Phase.ROLLED_BACK)
+
+
 class MinEvidence(_Spec):
     """A guard that keeps a check from judging before the tier has done enough work."""
 

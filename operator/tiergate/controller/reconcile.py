@@ -32,6 +32,7 @@ from tiergate.api.annotations import (
     ANNOTATION_UNTESTED_RELEASE,
 )
 from tiergate.api.v1alpha1 import (
+    HALTED_PHASES,
     Check,
     HistoryEntry,
     OnFleetHalt,
@@ -508,6 +509,6 @@ def _record(tier: SenderTier, decision: Decision, now: datetime) -> None:
     if new is Phase.SIGNED_OFF and decision.save_signed_off:
         metrics.ROLLOUTS_SIGNED_OFF.labels(ns, fleet).inc()
     halt = decision.status.halt
-    if new in (Phase.HALTED, Phase.ROLLED_BACK) and halt is not None:
+    if new in HALTED_PHASES and halt is not None:
         metrics.ROLLOUTS_HALTED.labels(ns, fleet, halt.check).inc()
         metrics.TIME_TO_DETECT.observe(max((now - halt.window_start).total_seconds(), 0.0))

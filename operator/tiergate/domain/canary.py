@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import assert_never
 
 from tiergate.api.v1alpha1 import (
+    HALTED_PHASES,
+    LIVE_PHASES,
     Canary,
     CanaryPhase,
     CanaryStatus,
@@ -22,8 +24,6 @@ from tiergate.api.v1alpha1 import (
     SenderTierSpec,
     SenderTierStatus,
 )
-
-LIVE_PHASES = (Phase.PROGRESSING, Phase.BAKING)
 
 
 def canary_replicas(canary: Canary | None, replicas: int) -> int:
@@ -79,7 +79,7 @@ def settled(status: SenderTierStatus, revision: str, now: datetime) -> SenderTie
     canary = status.canary
     if canary is None or canary.phase is not CanaryPhase.RUNNING or status.phase in LIVE_PHASES:
         return status
-    if status.phase in (Phase.HALTED, Phase.ROLLED_BACK) and canary.revision == revision:
+    if status.phase in HALTED_PHASES and canary.revision == revision:
         return status.with_canary(canary.ended(CanaryPhase.FAILED, now))
     return status.with_canary(None)
 
@@ -105,7 +105,7 @@ def failed_here(status: SenderTierStatus, revision: str) -> bool:
         canary is not None
         and canary.revision == revision
         and canary.phase is CanaryPhase.FAILED
-        and status.phase in (Phase.HALTED, Phase.ROLLED_BACK)
+        and status.phase in HALTED_PHASES
     )
 
 

@@ -18,6 +18,8 @@ from typing import assert_never
 
 from tiergate.api.durations import parse_duration
 from tiergate.api.v1alpha1 import (
+    HALTED_PHASES,
+    LIVE_PHASES,
     ApprovalStatus,
     CanaryPhase,
     CheckStatus,
@@ -43,7 +45,6 @@ from tiergate.domain.reasons import Reason
 TICK_SECONDS = 5.0
 # Settled phases wait for a change (watch events wake them at once) and only re-check slowly.
 IDLE_SECONDS = 30.0
-HALTED_PHASES = (Phase.HALTED, Phase.ROLLED_BACK)
 # A fleet rollback waits at most this long after the halt for higher tiers to record theirs,
 # looking again every FLEET_ORDER_POLL seconds.
 FLEET_ORDER_WAIT = 5.0
@@ -153,7 +154,7 @@ class Peer:
         """True when this tier's Deployment runs ``release`` or is rolling it out (as its status says)."""
         if self.halted:
             return False
-        if self.phase in (Phase.PROGRESSING, Phase.BAKING) and self.release == release:
+        if self.phase in LIVE_PHASES and self.release == release:
             return True
         running = rel.release_of_revision(self.history, self.current_revision)
         if (
@@ -340,7 +341,7 @@ def _live_releases(ctx: Context) -> set[str]:
     """The releases this tier's Deployment runs or is rolling out now."""
     status = ctx.tier.status
     live: set[str] = set()
-    if status.phase in (Phase.PROGRESSING, Phase.BAKING) and status.rollout is not None:
+    if status.phase in LIVE_PHASES and status.rollout is not None:
         live.add(ctx.spec_release)
     if status.phase in HALTED_PHASES:
         return live
@@ -1048,7 +1049,7 @@ def _higher_tiers_first(ctx: Context, peer: Peer, bad: str) -> bool:
 def _stay(ctx: Context) -> Decision:
     """Change nothing and look again shortly (the fleet policy waits for a higher tier's write)."""
     status = ctx.tier.status
-    if status.phase in (Phase.PROGRESSING, Phase.BAKING):
+    if status.phase in LIVE_PHASES:
         intent = DeploymentIntent(Source.SPEC, ctx.spec_revision, ctx.tier.spec.replicas)
     else:
         intent = _hold(ctx)
@@ -1069,7 +1070,7 @@ def _fleet_policy(ctx: Context, peer: Peer, bad: str) -> Decision | None:
 def _fleet_rollback(ctx: Context, peer: Peer, bad: str) -> Decision:
     """Go back to the last signed-off release before ``bad``, at once: no tier waits for another."""
     status = ctx.tier.status
-    rolling = status.phase in (Phase.PROGRESSING, Phase.BAKING) and ctx.spec_release == bad
+    rolling = status.phase in LIVE_PHASES and ctx.spec_release == bad
     bad_rev = ctx.spec_revision if rolling else (status.current_revision or ctx.spec_revision)
     entry = rel.entry_of(status.history, bad_rev)
     started = entry.started_at if entry is not None else (status.rollout and status.rollout.started_at)
